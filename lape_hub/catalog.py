@@ -1,0 +1,317 @@
+"""The catalog: Parquet tables on disk, one file per entry, queried with DuckDB.
+
+Layout (hive-style folders, so DuckDB and the Hub's dataset viewer read it directly)::
+
+    catalog/
+      CATALOG.json                                   # format + schema version
+      activation_counts/model=gemma-3-270m/revision=.../corpus=.../lang=npi_Deva/data.parquet
+      lape/model=gemma-3-270m/refset=paper-12/selection=top0.05-f0.95-b0.95/data.parquet
+      neurons/model=gemma-3-270m/refset=paper-12/selection=top0.05-f0.95-b0.95/data.parquet
+
+Adding one language to one model writes one activation-counts file and rewrites that
+model's LAPE and neuron files for the reference set: never the whole catalog. Writes are
+atomic (temp file + rename) under a file lock, so a crash leaves the previous state.
+
+Example::
+
+    >>> cat = Catalog()                                           # the embedded catalog/
+    >>> ns = cat.neuron_set("llama-3.1-8b", "ne", refset="paper-12")   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lape_hub.errors import CatalogBusyError, NotInCatalogError, SchemaError
+from lape_hub.paths import default_catalog_dir
+from lape_hub.schemas import SCHEMA_VERSION, TableSchema, table_names, table_schema
+
+MANIFEST = "CATALOG.json"
+DATA_FILE = "data.parquet"
+DEFAULT_SELECTION = "top0.05-f0.95-b0.95"
+LOCK_TIMEOUT_S = float(os.environ.get("LAPE_HUB_LOCK_TIMEOUT", 600))
+
+
+def _quote(value: str) -> str:
+    """Partition values become folder names: keep them readable and safe."""
+    bad = set('/\\:*?"<>|=') | {"\0"}
+    out = "".join(f"%{ord(c):02X}" if c in bad or c == "%" else c for c in str(value))
+    if out in ("", ".", ".."):
+        raise SchemaError(f"invalid partition value {value!r}")
+    return out
+
+
+def _unquote(value: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(value)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One catalog file: a table and its partition key."""
+
+    table: str
+    key: dict[str, str]
+    path: Path
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+class Catalog:
+    """A local catalog folder. ``Catalog()`` is the embedded default (or $LAPE_HUB_CATALOG)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_catalog_dir()
+        self._lock = None
+        self._check_manifest()
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.root)!r})"
+
+    # -- manifest ------------------------------------------------------------------
+    def _check_manifest(self) -> None:
+        path = self.root / MANIFEST
+        if not path.exists():
+            return
+        try:
+            doc = json.loads(path.read_text())
+            version = int(doc["schema_version"])
+        except (ValueError, KeyError, TypeError):
+            raise SchemaError(f"{path} is not a lape-hub catalog manifest") from None
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"catalog {self.root} has schema version {version}, newer than "
+                              f"this lape-hub's {SCHEMA_VERSION}: upgrade lape-hub")
+
+    def _write_manifest(self) -> None:
+        path = self.root / MANIFEST
+        if not path.exists():
+            doc = {"format": "lape-hub-catalog", "schema_version": SCHEMA_VERSION,
+                   "tables": table_names()}
+            _atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+    # -- paths -----------------------------------------------------------------------
+    def entry_path(self, table: str, key: dict[str, str]) -> Path:
+        schema = table_schema(table)
+        missing = [k for k in schema.partition_by if k not in key]
+        if missing:
+            raise SchemaError(f"{table}: partition key lacks {missing}")
+        parts = [f"{k}={_quote(key[k])}" for k in schema.partition_by]
+        return self.root.joinpath(table, *parts, DATA_FILE)
+
+    def entries(self, table: str, **where: str) -> list[Entry]:
+        """Files of ``table``, optionally filtered on partition columns (no file is opened)."""
+        schema = table_schema(table)
+        base = self.root / table
+        if not base.is_dir():
+            return []
+        pattern = "/".join(f"{k}={_quote(where[k])}" if k in where else f"{k}=*"
+                           for k in schema.partition_by)
+        out = []
+        for path in sorted(base.glob(f"{pattern}/{DATA_FILE}")):
+            rel = path.relative_to(base).parts[:-1]
+            key = dict(p.split("=", 1) for p in rel)
+            out.append(Entry(table, {k: _unquote(v) for k, v in key.items()}, path))
+        return out
+
+    # -- writing -----------------------------------------------------------------------
+    def write(self, table: str, data: pa.Table, key: dict[str, str] | None = None) -> Path:
+        """Validate ``data`` against the table's schema and write it as one entry.
+
+        ``key`` defaults to the partition columns' single value in ``data``. The file is
+        written to a temp name and renamed into place under the catalog's lock.
+        """
+        schema = table_schema(table)
+        data = schema.validate(data)
+        key = dict(key or {})
+        for col in schema.partition_by:
+            values = set(data.column(col).unique().to_pylist()) if data.num_rows else set()
+            if col not in key:
+                if len(values) != 1:
+                    raise SchemaError(f"{table}: rows span several values of {col!r}")
+                key[col] = str(values.pop())
+            elif values and values != {key[col]}:
+                raise SchemaError(f"{table}: rows disagree with the partition key {col}={key[col]}")
+        path = self.entry_path(table, key)
+        with self.lock():
+            self._write_manifest()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f".tmp-{uuid.uuid4().hex}.parquet"
+            try:
+                pq.write_table(data, tmp, compression="zstd", compression_level=9,
+                               use_dictionary=True, write_statistics=True)
+                _fsync(tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return path
+
+    def lock(self):
+        """The catalog's write lock (a file lock next to CATALOG.json; re-entrant)."""
+        if self._lock is None:
+            from filelock import FileLock
+
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(str(self.root / ".lock"), timeout=LOCK_TIMEOUT_S)
+        return _LockGuard(self._lock, self.root)
+
+    # -- reading ------------------------------------------------------------------------
+    def read(self, table: str, columns: list[str] | None = None, filters: Any = None,
+             **where: str) -> pa.Table:
+        """Read the entries of ``table`` matching ``where`` (partition columns) as one table."""
+        schema = table_schema(table)
+        parts = []
+        for entry in self.entries(table, **where):
+            parts.append(self._read_file(schema, entry.path, columns, filters))
+        if not parts:
+            cols = columns or schema.columns
+            return schema.arrow.empty_table().select(cols)
+        return pa.concat_tables(parts)
+
+    @staticmethod
+    def _read_file(schema: TableSchema, path: Path, columns: list[str] | None,
+                   filters: Any) -> pa.Table:
+        schema.check_file(path)
+        try:
+            return pq.read_table(path, columns=columns, filters=filters, schema=schema.arrow)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
+
+    def check(self) -> list[Path]:
+        """Check every file against its schema; return the files checked."""
+        seen = []
+        for table in table_names():
+            schema = table_schema(table)
+            for entry in self.entries(table):
+                schema.check_file(entry.path)
+                seen.append(entry.path)
+        return seen
+
+    # -- domain reads ----------------------------------------------------------------------
+    def neuron_sets_available(self, model: str) -> dict[tuple[str, str], list[str]]:
+        """{(refset, selection): [langs]} of ``model``'s neuron sets."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for entry in self.entries("neurons", model=model):
+            langs = pq.read_table(entry.path, columns=["lang"]).column("lang").unique()
+            out[(entry.key["refset"], entry.key["selection"])] = sorted(langs.to_pylist())
+        return out
+
+    def neuron_set(self, model: str, lang: str, refset: str | None = None,
+                   selection: str | None = None):
+        """The neuron set of ``lang`` for ``model`` (any accepted spelling of both).
+
+        With ``refset`` unset, ``paper-12`` is preferred, then the first reference set
+        (alphabetically) that holds the language.
+        """
+        from lape_hub.languages import resolve_language
+        from lape_hub.neuron_set import NeuronSet
+        from lape_hub.registry import resolve_model, resolve_refset
+
+        spec = resolve_model(model)
+        code = resolve_language(lang).code
+        if refset is not None:
+            refset = resolve_refset(refset).name
+        entries = [e for e in self.entries("neurons", model=spec.alias)
+                   if (refset is None or e.key["refset"] == refset)
+                   and (selection is None or e.key["selection"] == selection)]
+        entries.sort(key=lambda e: (e.key["refset"] != "paper-12", e.key["refset"],
+                                    e.key["selection"] != DEFAULT_SELECTION, e.key["selection"]))
+        schema = table_schema("neurons")
+        for entry in entries:
+            t = self._read_file(schema, entry.path, None, [("lang", "=", code)])
+            if t.num_rows == 0:
+                continue
+            row = t.slice(0, 1).to_pylist()[0]
+            meta = {k: row[k] for k in ("signature", "lape_hub_version", "created_at",
+                                        "content_hash", "revision", "selection")}
+            meta["params"] = json.loads(row["params"])
+            ns = NeuronSet.from_pairs(
+                spec.alias, code, t.column("layer").to_numpy(), t.column("neuron").to_numpy(),
+                n_layers=spec.n_layers, d_model=spec.d_model, d_ffn=spec.d_ffn,
+                refset=entry.key["refset"], total_params=spec.total_params, metadata=meta)
+            return ns
+        where = f" refset {refset}" if refset else ""
+        raise NotInCatalogError(
+            f"no neuron set for {spec.alias} · {code}{where} in catalog {self.root}; build it "
+            f"with: lape-hub build --model {spec.alias} --refset {refset or 'flores-200'} "
+            f"--lang {code} --corpus PATH")
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per (table, model, refset/corpus): languages, files and bytes."""
+        rows: dict[tuple, dict[str, Any]] = {}
+        for table in table_names():
+            for entry in self.entries(table):
+                group = entry.key.get("refset") or entry.key.get("corpus") or \
+                    entry.key.get("method") or ""
+                k = (table, entry.key.get("model", ""), group, entry.key.get("selection", ""))
+                row = rows.setdefault(k, {"table": table, "model": k[1], "set": group,
+                                          "selection": k[3], "langs": set(), "files": 0,
+                                          "bytes": 0})
+                row["files"] += 1
+                row["bytes"] += entry.size
+                if "lang" in entry.key:
+                    row["langs"].add(entry.key["lang"])
+                else:
+                    langs = pq.read_table(entry.path, columns=["lang"]).column("lang").unique() \
+                        if "lang" in table_schema(table).columns else pa.array([])
+                    row["langs"].update(langs.to_pylist())
+        out = []
+        for row in rows.values():
+            row["langs"] = len(row["langs"])
+            out.append(row)
+        return out
+
+    def iter_files(self) -> Iterator[Path]:
+        """Every file of the catalog (manifest and Parquet), for publishing."""
+        if (self.root / MANIFEST).exists():
+            yield self.root / MANIFEST
+        for table in table_names():
+            for entry in self.entries(table):
+                yield entry.path
+
+
+class _LockGuard:
+    """Context manager turning a lock timeout into one clear line."""
+
+    def __init__(self, lock, root: Path):
+        self._inner, self._root = lock, root
+
+    def __enter__(self):
+        from filelock import Timeout
+
+        try:
+            self._inner.acquire()
+        except Timeout:
+            raise CatalogBusyError(f"catalog {self._root} is locked by another writer "
+                                   f"(waited {LOCK_TIMEOUT_S} s)") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._inner.release()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

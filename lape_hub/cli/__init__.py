@@ -1,0 +1,105 @@
+"""The ``lape-hub`` command line. Commands are thin: parse, call the library, print.
+
+Each command lives in its own module under ``lape_hub/cli/`` and is imported only when
+it runs, so read-only commands (``fetch``, ``sql``, ``list``, ``overlap``) never import
+torch or transformers.
+
+Example::
+
+    $ lape-hub fetch --model gemma-3-270m --lang npi_Deva --refset paper-12
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from lape_hub import __version__
+
+# command name -> "module:function" (imported lazily)
+COMMANDS: dict[str, str] = {
+    "fetch": "lape_hub.cli.read:fetch",
+    "sql": "lape_hub.cli.read:sql",
+    "overlap": "lape_hub.cli.read:overlap",
+    "list": "lape_hub.cli.read:list_",
+    "import": "lape_hub.cli.transfer:import_",
+    "export": "lape_hub.cli.transfer:export",
+    "plan": "lape_hub.cli.build:plan",
+    "build": "lape_hub.cli.build:build",
+    "verify": "lape_hub.cli.build:verify",
+    "finetune": "lape_hub.cli.finetune:finetune",
+    "merge": "lape_hub.cli.finetune:merge",
+    "publish": "lape_hub.cli.publish:publish",
+}
+
+HELP = {
+    "fetch": "Write one language's neuron set and print its summary.",
+    "sql": "Run read-only DuckDB SQL over the catalog tables.",
+    "overlap": "Pairwise overlap of language neuron sets.",
+    "list": "What the catalog holds.",
+    "import": "Import a published neuron-set file (torch list format).",
+    "export": "Export neuron sets as Parquet, JSON or torch lists.",
+    "plan": "List missing activation counts and stale LAPE entries.",
+    "build": "Compute what is missing and update LAPE and neuron sets.",
+    "verify": "Perplexity increase when zeroing each language's neurons.",
+    "finetune": "Sparse fine-tuning of a language's neurons (and baselines).",
+    "merge": "Merge an adapter into a full model folder.",
+    "publish": "Publish the catalog and adapters to the Hugging Face Hub.",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lape-hub")
+def cli() -> None:
+    """lape-hub: language-specific neurons (LAPE) of open LLMs, computed, stored, queried,
+    fine-tuned and published."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: library errors become one line on stderr and exit code 2."""
+    from lape_hub.errors import LapeHubError
+
+    try:
+        rv = cli.main(args=argv, prog_name="lape-hub", standalone_mode=False)
+        if isinstance(rv, int) and rv != 0:
+            sys.exit(rv)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except LapeHubError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except SystemExit:
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,79 @@
+"""Typed errors of lape-hub. The CLI maps every one of them to one line and exit code 2.
+
+Example::
+
+    >>> from lape_hub.errors import UnknownModelError
+    >>> str(UnknownModelError("lama-3", ["llama-3.1-8b"]))
+    "unknown model 'lama-3'; did you mean: llama-3.1-8b?"
+"""
+from __future__ import annotations
+
+
+class LapeHubError(Exception):
+    """Base class: an expected failure with a one-line, user-facing message."""
+
+    exit_code = 2
+
+
+class UnknownNameError(LapeHubError):
+    kind = "name"
+
+    def __init__(self, name: str, suggestions: list[str] | None = None):
+        self.name = name
+        self.suggestions = list(suggestions or [])
+        msg = f"unknown {self.kind} {name!r}"
+        if self.suggestions:
+            msg += "; did you mean: " + ", ".join(self.suggestions) + "?"
+        super().__init__(msg)
+
+
+class UnknownModelError(UnknownNameError):
+    kind = "model"
+
+
+class UnknownLanguageError(UnknownNameError):
+    kind = "language"
+
+
+class UnknownRefsetError(UnknownNameError):
+    kind = "reference set"
+
+
+class RegistryError(LapeHubError):
+    """A registry TOML file is malformed."""
+
+
+class SchemaError(LapeHubError):
+    """A table does not match its schema (on write), or a Parquet file is corrupt (on read)."""
+
+
+class NotInCatalogError(LapeHubError):
+    """The requested entry is not in the catalog; the message says how to build it."""
+
+
+class CatalogBusyError(LapeHubError):
+    """Another writer holds the catalog's lock for too long."""
+
+
+class QueryRefusedError(LapeHubError):
+    """User SQL tried to write, attach, load or reach outside the catalog."""
+
+
+class NeuronSetFormatError(LapeHubError):
+    """An imported neuron-set file does not fit its model."""
+
+
+class CorpusError(LapeHubError):
+    """A corpus is missing a language or has too little text."""
+
+
+class ArchitectureError(LapeHubError):
+    """A model has no GLU feed-forward block that lape-hub understands."""
+
+
+class AdapterMismatchError(LapeHubError):
+    """An adapter was made for another model, revision or neuron set."""
+
+
+class HubError(LapeHubError):
+    """A Hugging Face Hub operation failed (auth, missing repo, conflict)."""
