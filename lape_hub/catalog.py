@@ -214,12 +214,12 @@ class Catalog:
         """
         from lape_hub.languages import resolve_language
         from lape_hub.neuron_set import NeuronSet
-        from lape_hub.registry import resolve_model, resolve_refset
+        from lape_hub.registry import resolve_model
 
         spec = resolve_model(model)
         code = resolve_language(lang).code
         if refset is not None:
-            refset = resolve_refset(refset).name
+            refset = self.refset_name(spec.alias, refset)
         entries = [e for e in self.entries("neurons", model=spec.alias)
                    if (refset is None or e.key["refset"] == refset)
                    and (selection is None or e.key["selection"] == selection)]
@@ -244,6 +244,18 @@ class Catalog:
             f"no neuron set for {spec.alias} · {code}{where} in catalog {self.root}; build it "
             f"with: lape-hub build --model {spec.alias} --refset {refset or 'flores-200'} "
             f"--lang {code} --corpus PATH")
+
+    def refset_name(self, model: str, refset: str) -> str:
+        """A registry reference set, or a custom one the catalog holds for ``model``."""
+        from lape_hub.errors import UnknownRefsetError
+        from lape_hub.registry import resolve_refset
+
+        try:
+            return resolve_refset(refset).name
+        except UnknownRefsetError:
+            if self.entries("neurons", model=model, refset=refset.lower()):
+                return refset.lower()
+            raise
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per (table, model, refset/corpus): languages, files and bytes."""

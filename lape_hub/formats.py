@@ -157,11 +157,17 @@ def _read_torch_list(path: Path, model: str, langs: Sequence[str], refset: str) 
 
     spec = resolve_model(model)
     codes = [resolve_language(x).code for x in langs]
+    import warnings
+
     try:
-        obj = torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise NeuronSetFormatError(f"{path}: cannot load as a torch neuron list ({first})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
+        kind = ("refused by weights_only: it references code" if "global" in str(e).lower()
+                else "corrupt or not a tensor list")
+        raise NeuronSetFormatError(f"{path}: cannot load as a torch neuron list ({kind}: "
+                                   f"{type(e).__name__})") from None
     if not isinstance(obj, (list, tuple)) or not all(isinstance(x, (list, tuple)) for x in obj):
         raise NeuronSetFormatError(f"{path}: expected List[List[LongTensor]] (languages × layers)")
     if len(obj) != len(codes):

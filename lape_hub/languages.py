@@ -138,4 +138,9 @@ def _raise_unknown(name: str) -> Language:
             label = f"{lang.code} ({lang.name})"
             if label not in sugg:
                 sugg.append(label)
+    prefix = name.replace("-", "_").split("_")[0].lower()
+    for code in idx.keys.get(prefix, []):
+        label = f"{code} ({idx.by_code[code].name})"
+        if label not in sugg:
+            sugg.insert(0, label)
     raise UnknownLanguageError(name, sugg[:4])

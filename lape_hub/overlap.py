@@ -51,12 +51,12 @@ def overlap_matrix(catalog: Catalog, model: str, refset: str = "paper-12",
 
     from lape_hub.languages import resolve_language
     from lape_hub.query import entry_file
-    from lape_hub.registry import resolve_model, resolve_refset
+    from lape_hub.registry import resolve_model
 
     if metric not in ("count", "jaccard"):
         raise ValueError("metric must be count or jaccard")
     alias = resolve_model(model).alias
-    refset = resolve_refset(refset).name
+    refset = catalog.refset_name(alias, refset)
     path = catalog.entry_path("neurons", {"model": alias, "refset": refset,
                                           "selection": selection})
     if not path.exists():

@@ -61,13 +61,13 @@ class TableSchema:
         extra = sorted(names - set(self.columns))
         if missing or extra:
             raise SchemaError(f"{self.table}: missing columns {missing}, unexpected {extra}")
+        for field in self.arrow:
+            if not field.nullable and data.column(field.name).null_count:
+                raise SchemaError(f"{self.table}: column {field.name!r} has nulls")
         try:
             out = data.select(self.columns).cast(self.arrow, safe=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError) as e:
             raise SchemaError(f"{self.table}: column types do not fit the schema ({e})") from None
-        for field in self.arrow:
-            if not field.nullable and out.column(field.name).null_count:
-                raise SchemaError(f"{self.table}: column {field.name!r} has nulls")
         if out.num_rows:
             keys = out.group_by(list(self.primary_key)).aggregate([([], "count_all")])
             if keys.num_rows != out.num_rows:

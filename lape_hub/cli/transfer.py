@@ -45,10 +45,11 @@ def export(model, refset, langs, fmt, output, catalog_dir):
     cat = open_catalog(catalog_dir)
     codes = split_langs(langs)
     if not codes:
-        from lape_hub.registry import resolve_model, resolve_refset
+        from lape_hub.registry import resolve_model
 
-        avail = cat.neuron_sets_available(resolve_model(model).alias)
-        want = resolve_refset(refset).name if refset else None
+        alias = resolve_model(model).alias
+        avail = cat.neuron_sets_available(alias)
+        want = cat.refset_name(alias, refset) if refset else None
         keys = [k for k in avail if want is None or k[0] == want]
         if not keys:
             raise NotInCatalogError(f"no neuron sets for {model} in {cat.root}")

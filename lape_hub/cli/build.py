@@ -1,0 +1,124 @@
+"""plan / build / verify: compute what the catalog lacks, and check that sets are real."""
+from __future__ import annotations
+
+import click
+
+from lape_hub.cli._common import catalog_option, open_catalog, print_table, split_langs
+
+_corpus_opts = [
+    click.option("--corpus", required=True,
+                 help="A folder with one subfolder per FLORES-200 code (SIB-200 layout), a "
+                      ".txt/.jsonl/.parquet file, or a Hugging Face dataset name."),
+    click.option("--split", default="train", show_default=True),
+    click.option("--max-tokens", type=int, default=None, help="Token budget per language."),
+]
+
+
+def _selection_opts(f):
+    f = click.option("--top-rate", type=float, default=0.05, show_default=True)(f)
+    f = click.option("--filter-rate", type=float, default=0.95, show_default=True)(f)
+    f = click.option("--bar-rate", type=float, default=0.95, show_default=True)(f)
+    return f
+
+
+def _params(top_rate, filter_rate, bar_rate):
+    from lape_hub.lape import SelectionParams
+
+    try:
+        return SelectionParams(top_rate, filter_rate, bar_rate)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.command()
+@click.option("--model", required=True)
+@click.option("--refset", required=True)
+@click.option("--corpus", default="sib200", show_default=True,
+              help="Corpus path or id the counts are (to be) computed on.")
+@click.option("--split", default="train", show_default=True)
+@click.option("--max-tokens", type=int, default=None)
+@_selection_opts
+@catalog_option
+def plan(model, refset, corpus, split, max_tokens, top_rate, filter_rate, bar_rate, catalog_dir):
+    """List missing activation counts and stale LAPE / neuron entries (exit 0 either way)."""
+    from lape_hub.builder import corpus_id, plan as make_plan
+
+    p = make_plan(open_catalog(catalog_dir), model, refset,
+                  corpus=corpus_id(corpus, split, max_tokens),
+                  params=_params(top_rate, filter_rate, bar_rate))
+    click.echo(p.describe())
+
+
+@click.command()
+@click.option("--model", required=True)
+@click.option("--refset", required=True)
+@click.option("--lang", "langs", multiple=True, help="Only these languages (repeatable).")
+@_corpus_opts[0]
+@_corpus_opts[1]
+@_corpus_opts[2]
+@click.option("--seq-len", type=int, default=512, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16, float16")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--checkpoint-every", type=int, default=64, show_default=True,
+              help="Checkpoint counts every N sequences.")
+@_selection_opts
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@catalog_option
+def build(model, refset, langs, corpus, split, max_tokens, seq_len, batch_size, device, dtype,
+          text_column, checkpoint_every, top_rate, filter_rate, bar_rate, quiet, catalog_dir):
+    """Compute missing activation counts, then LAPE and neuron sets for the reference set.
+
+    \b
+    Scale out with torchrun (ranks shard the corpus, counts are all-reduced):
+      torchrun --nproc-per-node 2 $(which lape-hub) build --model M --refset R --corpus DIR
+    """
+    from lape_hub.builder import build as run_build
+
+    report = run_build(open_catalog(catalog_dir), model, refset, corpus, split=split,
+                       langs=split_langs(langs) or None, max_tokens=max_tokens, seq_len=seq_len,
+                       batch_size=batch_size, device=device, dtype=dtype,
+                       text_column=text_column, checkpoint_every=checkpoint_every,
+                       params=_params(top_rate, filter_rate, bar_rate), progress=not quiet,
+                       echo=click.echo)
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    click.echo(f"counted {len(report.counted)} languages "
+               f"({sum(report.tokens.values()):,} tokens)")
+    if report.lape_updated:
+        click.echo(f"LAPE and neuron sets of {refset} updated")
+    elif report.waiting_for:
+        click.echo(f"LAPE for {refset} waits for {len(report.waiting_for)} languages: "
+                   f"{', '.join(report.waiting_for[:10])}")
+    else:
+        click.echo(f"LAPE and neuron sets of {refset} already current")
+
+
+@click.command()
+@click.option("--model", required=True)
+@click.option("--refset", default="paper-12", show_default=True)
+@click.option("--langs", multiple=True, help="Languages whose neurons are zeroed (default: all).")
+@click.option("--corpus", required=True, help="Held-out text (SIB-200 layout folder or file).")
+@click.option("--split", default="dev", show_default=True)
+@click.option("--max-tokens", type=int, default=4096, show_default=True,
+              help="Held-out tokens per language.")
+@click.option("--seq-len", type=int, default=512, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "markdown"]), default="table")
+@catalog_option
+def verify(model, refset, langs, corpus, split, max_tokens, seq_len, device, fmt, catalog_dir):
+    """Zero one language's neurons at a time; print perplexity increases on every language."""
+    from lape_hub.verify import verify_neuron_sets
+
+    result = verify_neuron_sets(open_catalog(catalog_dir), model, refset=refset,
+                                langs=split_langs(langs) or None, corpus=corpus, split=split,
+                                max_tokens=max_tokens, seq_len=seq_len, device=device)
+    if fmt == "csv":
+        click.echo(result.to_csv(), nl=False)
+    elif fmt == "markdown":
+        click.echo(result.to_markdown())
+    else:
+        click.echo(result.format())
