@@ -1,0 +1,259 @@
+"""How lape-hub reaches the Hugging Face Hub: which repo, endpoint and token, and what the
+Hub's failures mean (one line each, as :class:`~lape_hub.errors.HubError`).
+
+The catalog's Hub repo is, in order: ``--hub-repo ORG/NAME``, ``$LAPE_HUB_REPO``, then
+``[hub] repo`` in the config file (``$LAPE_HUB_CONFIG``, else
+``~/.config/lape-hub/config.toml`` via platformdirs)::
+
+    [hub]
+    repo = "my-org/lape-hub-catalog"     # the catalog's dataset repo
+    adapter_namespace = "my-org"         # where `publish --missing` creates adapter repos
+    private = false                      # visibility of repos lape-hub creates
+
+The token comes from ``HF_TOKEN`` or the huggingface_hub login (``hf auth login``); it is
+handed to huggingface_hub and never printed, logged or written anywhere by lape-hub.
+
+Example::
+
+    >>> import os
+    >>> os.environ["LAPE_HUB_REPO"] = "my-org/lape-hub-catalog"
+    >>> resolve_hub_repo(None)
+    'my-org/lape-hub-catalog'
+    >>> resolve_hub_repo("other/cat")
+    'other/cat'
+    >>> del os.environ["LAPE_HUB_REPO"]
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from lape_hub.errors import HubError, LapeHubError, RegistryError
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+T = TypeVar("T")
+
+ENV_REPO = "LAPE_HUB_REPO"
+RETRIES = 3               # transient Hub failures (5xx, 408, 429, connection) are retried ...
+RETRY_BACKOFF_S = 1.0     # ... after 1 s, 2 s, 4 s
+ENV_CONFIG = "LAPE_HUB_CONFIG"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """The ``[hub]`` table of the config file (every field optional)."""
+
+    repo: str | None = None
+    adapter_namespace: str | None = None
+    private: bool = False
+
+
+def config_path() -> Path:
+    """``$LAPE_HUB_CONFIG``, else ``<user config dir>/lape-hub/config.toml``."""
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("lape-hub")) / "config.toml"
+
+
+def load_settings() -> HubSettings:
+    """Read the ``[hub]`` table; a missing file gives the defaults, a malformed one an error."""
+    path = config_path()
+    if not path.is_file():
+        return HubSettings()
+    from lape_hub.toml import load_toml
+
+    try:
+        hub = load_toml(path).get("hub", {})
+    except RegistryError as e:
+        raise HubError(f"config file {e}") from None
+    if not isinstance(hub, dict):
+        raise HubError(f"{path}: [hub] must be a table")
+    unknown = sorted(set(hub) - {"repo", "adapter_namespace", "private"})
+    if unknown:
+        raise HubError(f"{path}: unknown [hub] keys {unknown} (known: repo, adapter_namespace, "
+                       "private)")
+    repo = hub.get("repo")
+    if repo is not None:
+        repo = validate_repo_id(str(repo), source=str(path))
+    return HubSettings(repo=repo, adapter_namespace=hub.get("adapter_namespace"),
+                       private=bool(hub.get("private", False)))
+
+
+def validate_repo_id(repo_id: str, *, source: str = "--hub-repo") -> str:
+    """``ORG/NAME`` with Hub-legal characters, or a one-line HubError naming ``source``."""
+    repo_id = repo_id.strip()
+    if not _REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id:
+        raise HubError(f"{source}: {repo_id!r} is not a Hub repo id of the form ORG/NAME")
+    return repo_id
+
+
+def resolve_hub_repo(explicit: str | None = None) -> str:
+    """The catalog's Hub repo from ``explicit``, ``$LAPE_HUB_REPO`` or the config file."""
+    if explicit:
+        return validate_repo_id(explicit)
+    env = os.environ.get(ENV_REPO)
+    if env:
+        return validate_repo_id(env, source=f"${ENV_REPO}")
+    repo = load_settings().repo
+    if repo:
+        return repo
+    raise HubError(f"no Hub repo given: pass --hub-repo ORG/NAME, set ${ENV_REPO}, or set "
+                   f"[hub] repo = \"ORG/NAME\" in {config_path()}")
+
+
+def hub_endpoint() -> str:
+    """``$HF_ENDPOINT`` read now (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def is_offline() -> bool:
+    """``HF_HUB_OFFLINE=1`` now, or huggingface_hub's offline mode as set at import."""
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    if flag is not None:
+        return flag.upper() in constants.ENV_VARS_TRUE_VALUES
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_token(token: str | None = None, *, required: bool = False) -> str | None:
+    """``token``, else ``$HF_TOKEN`` or the saved login; ``required`` makes None an error."""
+    if not token:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    if required and not token:
+        raise HubError("no Hugging Face token: set HF_TOKEN (a write token) or run "
+                       "`hf auth login`")
+    return token or None
+
+
+def hub_api(token: str | None = None) -> "HfApi":
+    """An ``HfApi`` on :func:`hub_endpoint` with ``token`` (not the implicit login)."""
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=hub_endpoint(), token=token if token else False,
+                 library_name="lape-hub", library_version=_version())
+
+
+def _version() -> str:
+    from lape_hub import __version__
+
+    return __version__
+
+
+def redact(text: str, token: str | None) -> str:
+    """``text`` with every occurrence of ``token`` replaced by ``hf_***``."""
+    return text.replace(token, "hf_***") if token else text
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a huggingface_hub error, if it carries a response."""
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """5xx, 408, 429 and connection/timeouts: worth retrying."""
+    import importlib
+
+    status = http_status(exc)
+    if status is not None:
+        return status >= 500 or status in (408, 429)
+    kinds: list[type] = [ConnectionError, TimeoutError]
+    # the HTTP library under huggingface_hub: httpx2 (2.x), httpx (1.x) or requests (0.x)
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests", "ConnectionError"), ("requests", "Timeout")):
+        try:
+            kinds.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return isinstance(exc, tuple(kinds))
+
+
+def with_retries(call: "Callable[[], T]", *, retries: int | None = None,
+                 backoff: float | None = None) -> "T":
+    """``call()``, retried with exponential backoff while it fails transiently."""
+    import logging
+    import time
+
+    retries = RETRIES if retries is None else retries
+    backoff = RETRY_BACKOFF_S if backoff is None else backoff
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except Exception as e:
+            if not is_transient(e) or attempt >= retries:
+                raise
+            wait = backoff * 2 ** attempt
+            attempt += 1
+            logging.getLogger(__name__).warning(
+                "transient Hub error (%s); retry %d/%d in %.2fs",
+                http_status(e) or type(e).__name__, attempt, retries, wait)
+            time.sleep(wait)
+
+
+def hub_error(exc: BaseException, *, repo_id: str, repo_type: str = "dataset",
+              action: str = "reaching", token: str | None = None) -> LapeHubError:
+    """One clear line for a failed Hub call; 401, 403 and 404 are told apart.
+
+    The returned error has ``status`` (the HTTP status or None). ``token`` is scrubbed from
+    the message whatever the server said.
+    """
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError,
+                                        LocalTokenNotFoundError, OfflineModeIsEnabled,
+                                        RevisionNotFoundError)
+
+    kind = f"{repo_type} repo {repo_id}"
+    status = http_status(exc)
+    response: Any = getattr(exc, "response", None)
+    server_msg = ""
+    if response is not None:
+        server_msg = response.headers.get("X-Error-Message") or ""
+    endpoint = hub_endpoint()
+    if isinstance(exc, OfflineModeIsEnabled):
+        msg = f"offline (HF_HUB_OFFLINE=1): cannot reach {kind} while {action}"
+    elif isinstance(exc, LocalTokenNotFoundError):
+        msg = "no Hugging Face token: set HF_TOKEN or run `hf auth login`"
+    elif status == 401 and "Invalid credentials" in server_msg:
+        msg = (f"the Hub rejected the token (401 invalid credentials) while {action} {kind}: "
+               "set HF_TOKEN to a valid token or run `hf auth login`")
+    elif status == 401:
+        msg = (f"{kind} not found or private, and no valid token was sent (401): log in with "
+               "HF_TOKEN or `hf auth login`, or check the repo id")
+    elif status == 403:
+        msg = (f"no write access to {kind} (403): the token's user is not a member of "
+               f"'{repo_id.split('/')[0]}' or the token is read-only")
+    elif isinstance(exc, RevisionNotFoundError):
+        msg = f"revision not found in {kind} (404) while {action}"
+    elif isinstance(exc, EntryNotFoundError):
+        msg = f"file not found in {kind} (404) while {action}"
+    elif status == 404:
+        msg = f"{kind} not found on {endpoint} (404): check --hub-repo / ${ENV_REPO}"
+    elif status in (409, 412):
+        msg = (f"{kind} changed while {action} (HTTP {status}: another publish landed first); "
+               "nothing was committed: run the command again")
+    elif status is not None and status >= 500:
+        msg = f"the Hub failed (HTTP {status}) while {action} {kind}; try again later"
+    elif isinstance(exc, HfHubHTTPError) and status is not None:
+        detail = server_msg or str(exc).splitlines()[0]
+        msg = f"the Hub refused {action} {kind} (HTTP {status}): {detail}"
+    elif is_transient(exc):
+        msg = f"cannot reach the Hub at {endpoint} while {action} {kind} ({type(exc).__name__})"
+    else:
+        msg = f"{action} {kind} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+    err = HubError(redact(msg, token))
+    err.status = status  # type: ignore[attr-defined]
+    return err

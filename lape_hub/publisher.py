@@ -1,0 +1,823 @@
+"""The publisher: the catalog as a Hub dataset repo, adapters as Hub model repos.
+
+Publishing compares the files lape-hub would put in the repo with the remote's listing
+(sha256 of LFS files, git blob id of the others) and makes **one** commit with only the
+added and changed files, naming its parent (``create_commit(parent_commit=...)``). Nothing
+new means no commit. A concurrent publish (HTTP 412/409) is re-planned on the new head
+once, then refused; transient failures (5xx, connection) are retried with backoff. A
+failed publish leaves the remote as it was: the commit lands whole or not at all.
+
+Catalog publishing never drops data: a changed Parquet file whose remote copy has
+languages the local one lacks is refused (fetch the remote partition first, or
+``force``). With ``missing_only`` (``--missing``, for CI) a changed file is published only
+when it adds languages the remote lacks; files the remote lacks are always published.
+
+Example::
+
+    >>> result = publish_catalog("catalog/", "my-org/lape-hub-catalog",
+    ...                          dry_run="/tmp/stage")                  # doctest: +SKIP
+    >>> print("\\n".join(result.plan.report_lines()))                  # doctest: +SKIP
+    dataset repo my-org/lape-hub-catalog: 5 added, 0 changed, 0 deleted, 0 unchanged
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from lape_hub import config
+from lape_hub.cards import (ADAPTER_CONFIG, AdapterInfo, Evaluation, adapter_card,
+                            catalog_card)
+from lape_hub.config import (hub_api, hub_error, hub_token, http_status, is_offline,
+                             is_transient, load_settings, resolve_hub_repo, validate_repo_id,
+                             with_retries)
+from lape_hub.errors import HubError, LapeHubError, NotInCatalogError, SchemaError
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+    from lape_hub.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("added", "changed", "deleted", "unchanged", "kept", "skipped")
+PENDING = ("added", "changed", "deleted")
+STAGING_MARKER = ".lape-hub-staging"
+MERGED_DIR = "merged"
+
+
+# -- the files ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalFile:
+    """A file as it will be in the repo: its path there and its local bytes."""
+
+    path: str
+    source: Path | bytes
+
+    @cached_property
+    def data_size(self) -> int:
+        return len(self.source) if isinstance(self.source, bytes) else self.source.stat().st_size
+
+    @cached_property
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for chunk in self._chunks():
+            h.update(chunk)
+        return h.hexdigest()
+
+    @cached_property
+    def git_oid(self) -> str:
+        """The git blob id (what the Hub lists as ``oid`` for a non-LFS file)."""
+        h = hashlib.sha1(b"blob %d\0" % self.data_size)
+        for chunk in self._chunks():
+            h.update(chunk)
+        return h.hexdigest()
+
+    def _chunks(self) -> Iterable[bytes]:
+        if isinstance(self.source, bytes):
+            yield self.source
+            return
+        with open(self.source, "rb") as f:
+            yield from iter(lambda: f.read(1 << 20), b"")
+
+    def write_to(self, root: Path) -> None:
+        dest = root / self.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.source, bytes):
+            dest.write_bytes(self.source)
+        else:
+            shutil.copyfile(self.source, dest)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file of the remote listing: size, git blob id, and sha256 when it is in LFS."""
+
+    path: str
+    size: int
+    oid: str
+    sha256: str | None
+
+    def same_as(self, local: LocalFile) -> bool:
+        if self.sha256 is not None:
+            return self.size == local.data_size and self.sha256 == local.sha256
+        return self.oid == local.git_oid
+
+
+@dataclass(frozen=True)
+class RemoteState:
+    """The remote repo at its head: whether it exists, the head commit and its files."""
+
+    exists: bool
+    head: str | None = None
+    files: dict[str, RemoteFile] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    status: str           # one of STATUSES
+    size: int | None = None
+    note: str = ""
+
+
+# -- the plan ----------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """What one publish would do to one repo, made against the remote head ``parent``.
+
+    ``files`` is every file lape-hub manages in the repo as it will be after the commit;
+    ``exists`` says whether the repo existed before this publish.
+    """
+
+    repo_id: str
+    repo_type: str
+    parent: str | None
+    exists: bool
+    files: dict[str, LocalFile]
+    changes: list[Change]
+    message: str
+    description: str
+
+    @property
+    def pending(self) -> list[Change]:
+        return [c for c in self.changes if c.status in PENDING]
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATUSES}
+        for c in self.changes:
+            out[c.status] += 1
+        return out
+
+    def report_lines(self, *, verbose: bool = False) -> list[str]:
+        """A summary line, then one line per pending file (every file with ``verbose``)."""
+        n = self.counts()
+        head = (f"{self.repo_type} repo {self.repo_id}"
+                f"{'' if self.exists else ' (new)'}: {n['added']} added, {n['changed']} "
+                f"changed, {n['deleted']} deleted, {n['unchanged']} unchanged")
+        extra = [f"{n[s]} {s}" for s in ("kept", "skipped") if n[s]]
+        lines = [head + (f" ({', '.join(extra)})" if extra else "")]
+        for c in sorted(self.changes, key=lambda c: (STATUSES.index(c.status), c.path)):
+            if verbose or c.status in PENDING or c.status == "skipped":
+                note = f"  ({c.note})" if c.note else ""
+                lines.append(f"  {c.status:<9} {c.path}{note}")
+        if self.pending:
+            lines.append(f"commit: {self.message}")
+        return lines
+
+    def operations(self) -> list[Any]:
+        """Fresh commit operations for the pending changes (one list per commit attempt)."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        ops: list[Any] = []
+        for c in self.pending:
+            if c.status == "deleted":
+                ops.append(CommitOperationDelete(path_in_repo=c.path, is_folder=False))
+            else:
+                f = self.files[c.path]
+                src = f.source if isinstance(f.source, bytes) else str(f.source)
+                ops.append(CommitOperationAdd(path_in_repo=c.path, path_or_fileobj=src))
+        return ops
+
+    def stage(self, folder: str | Path) -> Path:
+        """Write ``files`` to ``folder`` (empty, new, or staged before) as the repo tree."""
+        root = Path(folder)
+        if root.exists() and any(root.iterdir()):
+            if not (root / STAGING_MARKER).exists():
+                raise LapeHubError(f"--dry-run folder {root} is not empty (and was not staged "
+                                   "by lape-hub): pick an empty or new folder")
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / STAGING_MARKER).write_text(f"{self.repo_type} {self.repo_id} @ "
+                                           f"{self.parent or '(new repo)'}\n")
+        for f in self.files.values():
+            f.write_to(root)
+        return root
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """The outcome: the plan, the commit made (None when nothing was new or on a dry run)."""
+
+    plan: Plan
+    commit: str | None = None
+    url: str | None = None
+    staged: Path | None = None
+    replanned: bool = False
+
+    @property
+    def repo_url(self) -> str:
+        from lape_hub.config import hub_endpoint
+
+        prefix = "datasets/" if self.plan.repo_type == "dataset" else ""
+        return f"{hub_endpoint()}/{prefix}{self.plan.repo_id}"
+
+    def summary(self) -> str:
+        if self.staged is not None:
+            return f"dry run: staged {len(self.plan.files)} files in {self.staged}; nothing pushed"
+        if self.commit:
+            again = " (re-planned after a concurrent publish)" if self.replanned else ""
+            return f"committed {self.commit[:12]} to {self.repo_url}{again}"
+        return f"{self.repo_url} is up to date: no commit"
+
+
+# -- talking to the remote ---------------------------------------------------------------------
+def remote_state(api: "HfApi", repo_id: str, repo_type: str, *, token: str | None) -> RemoteState:
+    """The remote head and file listing; ``exists=False`` for a repo that is not there (404)."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        info = with_retries(lambda: api.repo_info(repo_id, repo_type=repo_type, revision="main"))
+    except RepositoryNotFoundError as e:
+        # 404: not there. 401 without a token (a dry run): not there, or private.
+        if http_status(e) == 404 or (http_status(e) == 401 and token is None):
+            return RemoteState(exists=False)
+        raise hub_error(e, repo_id=repo_id, repo_type=repo_type, action="reading",
+                        token=token) from None
+    except Exception as e:
+        raise hub_error(e, repo_id=repo_id, repo_type=repo_type, action="reading",
+                        token=token) from None
+    head = info.sha
+    files: dict[str, RemoteFile] = {}
+    try:
+        items = with_retries(lambda: list(api.list_repo_tree(repo_id, repo_type=repo_type,
+                                                             revision=head, recursive=True)))
+        for item in items:
+            if hasattr(item, "blob_id"):
+                files[item.path] = RemoteFile(item.path, item.size, item.blob_id,
+                                              item.lfs.sha256 if item.lfs else None)
+    except Exception as e:
+        raise hub_error(e, repo_id=repo_id, repo_type=repo_type, action="listing",
+                        token=token) from None
+    return RemoteState(exists=True, head=head, files=files)
+
+
+def download_remote_file(api: "HfApi", repo_id: str, repo_type: str, path: str, revision: str,
+                         dest: Path, *, token: str | None) -> Path:
+    """One file of the remote at ``revision`` into ``dest`` (a scratch folder)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, path, repo_type=repo_type, revision=revision,
+                                    local_dir=dest, endpoint=api.endpoint,
+                                    token=token if token else False))
+    except Exception as e:
+        raise hub_error(e, repo_id=repo_id, repo_type=repo_type, action=f"downloading {path}",
+                        token=token) from None
+
+
+def _diff(local: dict[str, LocalFile], remote: RemoteState, *,
+          managed: Callable[[str], bool], prune: bool) -> list[Change]:
+    changes = []
+    for path, f in sorted(local.items()):
+        r = remote.files.get(path)
+        status = "added" if r is None else ("unchanged" if r.same_as(f) else "changed")
+        changes.append(Change(path, status, f.data_size))
+    for path, r in sorted(remote.files.items()):
+        if path not in local and managed(path):
+            changes.append(Change(path, "deleted" if prune else "kept", r.size))
+    return changes
+
+
+def _commit(api: "HfApi", plan: Plan, *, replan: Callable[[], Plan], token: str | None,
+            retries: int | None, backoff: float | None) -> tuple[Plan, str | None, str | None,
+                                                                  bool]:
+    """Commit ``plan``; re-plan once on a concurrent publish; retry transient failures.
+
+    Returns (the plan committed, commit id, commit url, whether it was re-planned).
+    """
+    retries = config.RETRIES if retries is None else retries
+    backoff = config.RETRY_BACKOFF_S if backoff is None else backoff
+    replanned = conflicts = attempt = 0
+    while True:
+        ops = plan.operations()
+        if not ops:
+            return plan, None, None, bool(replanned)
+        try:
+            info = api.create_commit(plan.repo_id, ops, commit_message=plan.message,
+                                     commit_description=plan.description,
+                                     repo_type=plan.repo_type, revision="main",
+                                     parent_commit=plan.parent)
+            return plan, info.oid, info.commit_url, bool(replanned)
+        except Exception as e:
+            status = http_status(e)
+            if status in (409, 412):
+                conflicts += 1
+                if conflicts > 1 + (1 if attempt else 0):
+                    raise HubError(
+                        f"{plan.repo_type} repo {plan.repo_id} changed again while publishing "
+                        f"(HTTP {status}: concurrent publishes); refused, nothing was committed "
+                        "by this run: run it again when the other publish is done") from None
+                log.info("remote head moved (HTTP %s): re-planning on the new head", status)
+                plan, replanned = replan(), replanned + 1
+                continue
+            if is_transient(e) and attempt < retries:
+                wait = backoff * (2 ** attempt)
+                attempt += 1
+                log.warning("transient Hub error (%s); retry %d/%d in %.1fs",
+                            status or type(e).__name__, attempt, retries, wait)
+                time.sleep(wait)
+                continue
+            raise hub_error(e, repo_id=plan.repo_id, repo_type=plan.repo_type,
+                            action="committing to", token=token) from None
+
+
+def _ensure_repo(api: "HfApi", repo_id: str, repo_type: str, *, private: bool,
+                 token: str | None) -> None:
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    except Exception as e:
+        raise hub_error(e, repo_id=repo_id, repo_type=repo_type, action="creating",
+                        token=token) from None
+
+
+def _run(api: "HfApi", make_plan: Callable[[RemoteState], Plan], repo_id: str, repo_type: str,
+         *, token: str | None, dry_run: str | Path | None, private: bool,
+         retries: int | None, backoff: float | None) -> PublishResult:
+    """Plan against the remote, then stage (dry run) or create the repo if needed and commit."""
+    if dry_run is not None and is_offline():
+        plan = make_plan(RemoteState(exists=False))
+        plan.message += " (offline: compared with nothing)"
+    else:
+        plan = make_plan(remote_state(api, repo_id, repo_type, token=token))
+    if dry_run is not None:
+        return PublishResult(plan, staged=plan.stage(dry_run))
+    if not plan.pending:
+        return PublishResult(plan)
+    existed = plan.exists
+    if not existed:
+        _ensure_repo(api, repo_id, repo_type, private=private, token=token)
+
+    def replan() -> Plan:
+        new = make_plan(remote_state(api, repo_id, repo_type, token=token))
+        new.exists = existed
+        return new
+
+    if not existed:
+        plan = replan()
+
+    plan, oid, url, replanned = _commit(api, plan, replan=replan, token=token, retries=retries,
+                                        backoff=backoff)
+    return PublishResult(plan, commit=oid, url=url, replanned=replanned)
+
+
+# -- the catalog -------------------------------------------------------------------------------
+def _open_catalog(catalog: "Catalog | str | Path | None") -> "Catalog":
+    from lape_hub.catalog import Catalog
+
+    return catalog if isinstance(catalog, Catalog) else Catalog(catalog)
+
+
+def catalog_data_files(catalog: "Catalog") -> dict[str, LocalFile]:
+    """CATALOG.json, every Parquet file and every table schema, keyed by path in the repo."""
+    from lape_hub.paths import schemas_dir
+
+    files = {}
+    for p in catalog.iter_files():
+        rel = p.relative_to(catalog.root).as_posix()
+        files[rel] = LocalFile(rel, p)
+    for p in sorted(schemas_dir().glob("*.json")):
+        files[f"schemas/{p.name}"] = LocalFile(f"schemas/{p.name}", p)
+    return files
+
+
+def _table_of(path: str) -> str | None:
+    from lape_hub.schemas import table_names
+
+    head = path.split("/", 1)[0]
+    return head if head in table_names() and path.endswith(".parquet") else None
+
+
+def _catalog_managed(path: str) -> bool:
+    return _table_of(path) is not None or path.startswith("schemas/") or \
+        path in ("CATALOG.json", "README.md")
+
+
+def parquet_langs(path: Path, table: str) -> set[str] | None:
+    """Languages a catalog file covers: its ``lang`` column, else ``params.langs``; None if
+    the file does not say."""
+    import pyarrow.parquet as pq
+
+    from lape_hub.schemas import table_schema
+
+    cols = table_schema(table).columns
+    if "lang" in cols:
+        return set(pq.read_table(path, columns=["lang"]).column("lang").unique().to_pylist())
+    if "params" in cols:
+        t = pq.read_table(path, columns=["params"])
+        if t.num_rows:
+            try:
+                langs = json.loads(t.column("params")[0].as_py()).get("langs")
+            except (ValueError, AttributeError):
+                return None
+            if isinstance(langs, list):
+                return {str(x) for x in langs}
+    return None
+
+
+def _path_lang(path: str) -> str | None:
+    from urllib.parse import unquote
+
+    for part in path.split("/"):
+        if part.startswith("lang="):
+            return unquote(part[5:])
+    return None
+
+
+def _path_model(path: str) -> str:
+    from urllib.parse import unquote
+
+    for part in path.split("/"):
+        if part.startswith("model="):
+            return unquote(part[6:])
+    return ""
+
+
+def catalog_commit_message(pending: Sequence[Change], new_langs: dict[str, set[str]]) -> str:
+    """E.g. ``Add gemma-3-270m · 3 languages (activation_counts, lape, neurons)``.
+
+    ``new_langs`` maps a Parquet path to the languages it adds (path-level ``lang=`` wins).
+    """
+    data = [c for c in pending if _table_of(c.path) and c.status != "deleted"]
+    deleted = [c for c in pending if c.status == "deleted"]
+    if not data:
+        if deleted:
+            return f"Remove {len(deleted)} catalog file{'s' * (len(deleted) != 1)}"
+        return "Update dataset card and schemas"
+    verb = "Add" if all(c.status == "added" for c in data) else "Update"
+    by_model: dict[str, set[str]] = defaultdict(set)
+    tables: set[str] = set()
+    for c in data:
+        tables.add(_table_of(c.path) or "")
+        langs = {_path_lang(c.path)} - {None} or new_langs.get(c.path, set())
+        by_model[_path_model(c.path)].update(x for x in langs if x)
+    parts = []
+    for model, langs in sorted(by_model.items()):
+        n = len(langs)
+        parts.append(f"{model} · {n} language{'s' * (n != 1)}" if n else model)
+    msg = f"{verb} {', '.join(parts)} ({', '.join(sorted(tables))})"
+    if deleted:
+        msg += f"; remove {len(deleted)} file{'s' * (len(deleted) != 1)}"
+    return msg
+
+
+def _description(changes: Sequence[Change], limit: int = 200) -> str:
+    lines = [f"{c.status}: {c.path}" + (f" ({c.note})" if c.note else "")
+             for c in changes if c.status in PENDING]
+    more = len(lines) - limit
+    lines = lines[:limit] + ([f"... and {more} more"] if more > 0 else [])
+    from lape_hub import __version__
+
+    return "\n".join(lines + ["", f"Published with lape-hub {__version__}."])
+
+
+def _check_remote_schema(api: "HfApi", repo_id: str, remote: RemoteState, scratch: Path,
+                         token: str | None) -> None:
+    from lape_hub.schemas import SCHEMA_VERSION
+
+    if "CATALOG.json" not in remote.files or remote.head is None:
+        return
+    path = download_remote_file(api, repo_id, "dataset", "CATALOG.json", remote.head, scratch,
+                                token=token)
+    try:
+        version = int(json.loads(path.read_text())["schema_version"])
+    except (ValueError, KeyError, TypeError):
+        raise SchemaError(f"dataset repo {repo_id}: CATALOG.json is not a lape-hub catalog "
+                          "manifest") from None
+    if version > SCHEMA_VERSION:
+        raise SchemaError(f"dataset repo {repo_id} holds a catalog of schema version {version}, "
+                          f"newer than this lape-hub's {SCHEMA_VERSION}: upgrade lape-hub before "
+                          "publishing to it")
+
+
+def plan_catalog(api: "HfApi", catalog: "Catalog", repo_id: str, remote: RemoteState, *,
+                 token: str | None, missing_only: bool = False, prune: bool = False,
+                 force: bool = False, message: str | None = None,
+                 license: str = "apache-2.0") -> Plan:
+    """The plan to make ``repo_id`` hold ``catalog`` (see the module docstring for rules)."""
+    from lape_hub.schemas import table_schema
+
+    data = catalog_data_files(catalog)
+    if not any(_table_of(p) for p in data):
+        raise NotInCatalogError(f"catalog {catalog.root} has no entries: nothing to publish")
+    new_langs: dict[str, set[str]] = {}
+    skipped: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="lape-hub-remote-") as tmp:
+        scratch = Path(tmp)
+        _check_remote_schema(api, repo_id, remote, scratch, token)
+        for path, f in data.items():
+            table, r = _table_of(path), remote.files.get(path)
+            if table is None or not isinstance(f.source, Path):
+                continue
+            if r is None:
+                new_langs[path] = parquet_langs(f.source, table) or set()
+                continue
+            if r.same_as(f):
+                continue
+            if "lang" in table_schema(table).partition_by:   # the path says the language
+                local = remote_langs = {_path_lang(path) or ""}
+            else:
+                local, remote_langs = parquet_langs(f.source, table), None
+                if local is not None and remote.head is not None:
+                    rp = download_remote_file(api, repo_id, "dataset", path, remote.head,
+                                              scratch, token=token)
+                    remote_langs = parquet_langs(rp, table)
+            adds = None
+            if local is not None and remote_langs is not None:
+                dropped = remote_langs - local
+                if dropped and not force:
+                    raise HubError(
+                        f"publishing {path} would drop {len(dropped)} language(s) the remote "
+                        f"has ({', '.join(sorted(dropped)[:5])}): fetch the remote catalog into "
+                        "the local one first, or publish with --force")
+                adds = new_langs[path] = local - remote_langs
+            if missing_only and not adds:
+                skipped[path] = "the remote already has " + (
+                    "this entry" if "lang" in table_schema(table).partition_by
+                    else "its languages")
+    # the staged tree: local files, less the skipped ones (kept as the remote has them)
+    files = {p: f for p, f in data.items() if p not in skipped}
+    kept_remote = [p for p in remote.files
+                   if _table_of(p) and (p in skipped or (p not in data and not prune))]
+    card = catalog_card(catalog, repo_id=repo_id, remote_paths=kept_remote, license=license,
+                        exclude_local=set(skipped))
+    files["README.md"] = LocalFile("README.md", str(card).encode())
+    changes = _diff(files, remote, managed=_catalog_managed, prune=prune)
+    changes = [Change(c.path, "skipped", c.size, skipped[c.path]) if c.path in skipped else c
+               for c in changes]
+    if missing_only and not any(c.status in PENDING and c.path != "README.md" for c in changes):
+        # nothing missing: do not publish a card that only re-describes the same data
+        changes = [replace(c, status="skipped", note="nothing missing") if c.path == "README.md"
+                   and c.status == "changed" else c for c in changes]
+    pending = [c for c in changes if c.status in PENDING]
+    return Plan(repo_id, "dataset", remote.head, remote.exists, files, changes,
+                message or catalog_commit_message(pending, new_langs), _description(changes))
+
+
+def publish_catalog(catalog: "Catalog | str | Path | None" = None, hub_repo: str | None = None,
+                    *, dry_run: str | Path | None = None, missing_only: bool = False,
+                    prune: bool = False, force: bool = False, private: bool | None = None,
+                    message: str | None = None, token: str | None = None,
+                    license: str = "apache-2.0", retries: int | None = None,
+                    backoff: float | None = None) -> PublishResult:
+    """Publish ``catalog`` to the dataset repo ``hub_repo`` (or the configured one).
+
+    Example::
+
+        >>> r = publish_catalog("catalog/", "my-org/lape-hub-catalog")     # doctest: +SKIP
+        >>> r.summary()                                                     # doctest: +SKIP
+        'committed 1a2b3c4d5e6f to https://huggingface.co/datasets/my-org/lape-hub-catalog'
+    """
+    cat = _open_catalog(catalog)
+    repo_id = resolve_hub_repo(hub_repo)
+    token = hub_token(token, required=dry_run is None)
+    api = hub_api(token)
+    private = load_settings().private if private is None else private
+
+    def make_plan(remote: RemoteState) -> Plan:
+        return plan_catalog(api, cat, repo_id, remote, token=token, missing_only=missing_only,
+                            prune=prune, force=force, message=message, license=license)
+
+    return _run(api, make_plan, repo_id, "dataset", token=token, dry_run=dry_run,
+                private=private, retries=retries, backoff=backoff)
+
+
+# -- adapters ----------------------------------------------------------------------------------
+def _artifact_sha256(folder: Path) -> str:
+    """sha256 over sorted ``path NUL sha256`` lines: the ``adapters`` table's artifact_sha256
+    (same recipe as :func:`lape_hub.sparse_adapter.artifact_sha256`, without torch)."""
+    h = hashlib.sha256()
+    for p in sorted(x for x in folder.rglob("*") if x.is_file() and not x.name.startswith(".tmp-")):
+        h.update(f"{p.relative_to(folder).as_posix()}\0{LocalFile('', p).sha256}\n".encode())
+    return h.hexdigest()
+
+
+def adapter_row(info: AdapterInfo, catalog: "Catalog | None") -> dict[str, Any] | None:
+    """The catalog's ``adapters`` row for this adapter folder: the one whose artifact hash
+    is the folder's, else the latest with the same signature; None when there is none."""
+    from lape_hub.schemas import table_names
+
+    if catalog is None or "adapters" not in table_names():
+        return None
+    rows = catalog.read("adapters", model=info.model, lang=info.lang,
+                        method=info.method).to_pylist()
+    if not rows:
+        return None
+    digest = _artifact_sha256(info.path)
+    for row in rows:
+        if row.get("artifact_sha256") == digest:
+            return row
+    same = [r for r in rows if info.signature and r.get("signature") == info.signature]
+    return max(same, key=lambda r: r["created_at"]) if same else None
+
+
+def load_evaluations(info: AdapterInfo, catalog: "Catalog | None") -> list[Evaluation]:
+    """An adapter's evaluations: its validation loss (and perplexity) from the catalog's
+    ``adapters`` row (else from ``lape_adapter.json``), plus ``eval_results.json`` entries
+    in its folder (``[{"task", "dataset", "split", "metric", "value", "signature"}]``)."""
+    import math
+
+    out: list[Evaluation] = []
+    row = adapter_row(info, catalog)
+    loss = row.get("best_val_loss") if row else info.get("best_val_loss")
+    if isinstance(loss, (int, float)) and math.isfinite(loss):
+        corpus = str(info.get("corpus") or "validation set")
+        sig = (row or {}).get("signature") or info.signature
+        out += [Evaluation("text-generation", corpus, "loss", float(loss), split="validation",
+                           config=info.lang, name="validation loss (nats/token)",
+                           signature=sig),
+                Evaluation("text-generation", corpus, "perplexity", math.exp(float(loss)),
+                           split="validation", config=info.lang, name="validation perplexity",
+                           signature=sig)]
+    path = info.path / "eval_results.json"
+    if path.is_file():
+        try:
+            rows = json.loads(path.read_text())
+        except ValueError as e:
+            raise LapeHubError(f"{path}: not valid JSON ({e})") from None
+        out += [_evaluation(r, path) for r in (rows if isinstance(rows, list) else [rows])]
+    return out
+
+
+def _evaluation(row: Any, where: Path) -> Evaluation:
+    try:
+        return Evaluation(task=str(row.get("task") or "text-generation"),
+                          dataset=str(row["dataset"]), metric=str(row["metric"]),
+                          value=float(row["value"]), split=row.get("split"),
+                          config=row.get("config") or row.get("lang"), name=row.get("name"),
+                          signature=str(row.get("signature") or ""))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise LapeHubError(f"{where}: an evaluation needs dataset, metric and value "
+                           f"(got {row!r:.120})") from None
+
+
+def _merged_dir(adapter_dir: Path, merged: str | Path) -> Path:
+    """The merged model folder; made with the adapter module's merge when it is absent."""
+    out = Path(merged)
+    if out.is_dir() and any(out.iterdir()):
+        return out
+    try:
+        from lape_hub import sparse_adapter
+    except ImportError:
+        sparse_adapter = None  # type: ignore[assignment]
+    merge = getattr(sparse_adapter, "merge_adapter", None) if sparse_adapter else None
+    if merge is None:
+        raise LapeHubError(f"no merged model in {out}: make it with `lape-hub merge "
+                           f"{adapter_dir} -o {out}`")
+    merge(adapter_dir, out)
+    return out
+
+
+def adapter_files(adapter_dir: Path, merged: Path | None = None) -> dict[str, LocalFile]:
+    """The adapter folder's files (and the merged model's under ``merged/``) by repo path."""
+    files = {}
+    for p in sorted(adapter_dir.rglob("*")):
+        rel = p.relative_to(adapter_dir).as_posix()
+        if p.is_file() and not any(part.startswith(".") for part in rel.split("/")) and \
+                rel != "README.md" and (merged is None or not _inside(p, merged)):
+            files[rel] = LocalFile(rel, p)
+    if merged is not None:
+        for p in sorted(merged.rglob("*")):
+            rel = p.relative_to(merged).as_posix()
+            if p.is_file() and not any(part.startswith(".") for part in rel.split("/")):
+                files[f"{MERGED_DIR}/{rel}"] = LocalFile(f"{MERGED_DIR}/{rel}", p)
+    return files
+
+
+def _inside(p: Path, folder: Path) -> bool:
+    try:
+        p.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def plan_adapter(info: AdapterInfo, repo_id: str, remote: RemoteState, *,
+                 catalog: "Catalog | None" = None, catalog_repo: str | None = None,
+                 merged: Path | None = None, missing_only: bool = False, prune: bool = True,
+                 message: str | None = None, license: str | None = None) -> Plan:
+    """The plan to make the model repo ``repo_id`` hold the adapter (a mirror of its folder)."""
+    files = adapter_files(info.path, merged)
+    neuron_set = None
+    if catalog is not None:
+        try:
+            neuron_set = catalog.neuron_set(info.model, info.lang, refset=info.refset or None,
+                                            selection=info.get("selection"))
+        except LapeHubError:
+            neuron_set = None
+    card = adapter_card(info, neuron_set=neuron_set,
+                        evaluations=load_evaluations(info, catalog), catalog_repo=catalog_repo,
+                        merged=merged is not None, license=license)
+    files["README.md"] = LocalFile("README.md", str(card).encode())
+    changes = _diff(files, remote, managed=lambda p: p != ".gitattributes", prune=prune)
+    if missing_only and any(c.status in ("unchanged", "changed") and
+                            c.path.endswith(".safetensors") for c in changes):
+        # the remote already holds (a version of) this adapter: leave it alone
+        changes = [replace(c, status="skipped", note="the remote has this adapter")
+                   if c.status in PENDING else c for c in changes]
+    pending = [c for c in changes if c.status in PENDING]
+    verb = "Add" if pending and all(c.status == "added" for c in pending) else "Update"
+    default = f"{verb} adapter {info.model} · {info.lang} ({info.method})"
+    if merged is not None:
+        default += " with the merged model"
+    return Plan(repo_id, "model", remote.head, remote.exists, files, changes,
+                message or default, _description(changes))
+
+
+def adapter_repo_id(info: AdapterInfo, hub_repo: str | None = None,
+                    namespace: str | None = None) -> str:
+    """``hub_repo``, else the config's ``hub_repo`` key, else ``NAMESPACE/<default name>``."""
+    if hub_repo:
+        return validate_repo_id(hub_repo)
+    own = info.raw.get("hub_repo")
+    if isinstance(own, str) and own:
+        return validate_repo_id(own, source=str(info.path / ADAPTER_CONFIG))
+    ns = namespace or load_settings().adapter_namespace
+    if not ns:
+        try:
+            ns = resolve_hub_repo(None).split("/")[0]
+        except HubError:
+            raise HubError(f"no repo for adapter {info.path}: pass --hub-repo ORG/NAME or "
+                           "--namespace ORG") from None
+    return validate_repo_id(f"{ns}/{info.default_repo_name()}")
+
+
+def publish_adapter(adapter_dir: str | Path, hub_repo: str | None = None, *,
+                    namespace: str | None = None, catalog: "Catalog | str | Path | None" = None,
+                    catalog_repo: str | None = None, merged: str | Path | None = None,
+                    dry_run: str | Path | None = None, missing_only: bool = False,
+                    prune: bool = True, private: bool | None = None, message: str | None = None,
+                    token: str | None = None, license: str | None = None,
+                    retries: int | None = None, backoff: float | None = None) -> PublishResult:
+    """Publish an adapter folder (weights + ``lape_adapter.json``) as a model repo with a
+    model card; ``merged`` adds the merged model under ``merged/`` (made with
+    :func:`lape_hub.sparse_adapter.merge_adapter` when that folder does not exist yet).
+
+    Example::
+
+        >>> publish_adapter("runs/gemma-3-270m/npi_Deva/adapter",
+        ...                 "my-org/gemma-npi-lape")                        # doctest: +SKIP
+    """
+    info = AdapterInfo.from_dir(adapter_dir)
+    repo_id = adapter_repo_id(info, hub_repo, namespace)
+    cat = _open_catalog(catalog)
+    if catalog_repo is None:
+        try:
+            catalog_repo = resolve_hub_repo(None)
+        except HubError:
+            catalog_repo = None
+    merged_path = _merged_dir(info.path, merged) if merged is not None else None
+    token = hub_token(token, required=dry_run is None)
+    api = hub_api(token)
+    private = load_settings().private if private is None else private
+
+    def make_plan(remote: RemoteState) -> Plan:
+        return plan_adapter(info, repo_id, remote, catalog=cat, catalog_repo=catalog_repo,
+                            merged=merged_path, missing_only=missing_only, prune=prune,
+                            message=message, license=license)
+
+    return _run(api, make_plan, repo_id, "model", token=token, dry_run=dry_run, private=private,
+                retries=retries, backoff=backoff)
+
+
+def find_adapters(folder: str | Path) -> list[Path]:
+    """Every adapter folder (one holding ``lape_adapter.json`` but no model ``config.json``:
+    merged models carry a copy of the adapter config) under ``folder``."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise LapeHubError(f"adapters folder {root} does not exist")
+    return sorted(p.parent for p in root.rglob(ADAPTER_CONFIG)
+                  if not (p.parent / "config.json").exists()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def publish_missing(catalog: "Catalog | str | Path | None" = None, hub_repo: str | None = None,
+                    *, adapters: str | Path | None = None, namespace: str | None = None,
+                    dry_run: str | Path | None = None, token: str | None = None,
+                    private: bool | None = None, retries: int | None = None,
+                    backoff: float | None = None) -> list[PublishResult]:
+    """What the remote lacks: the catalog's new entries, then every adapter under
+    ``adapters`` whose repo lacks it. With ``dry_run``, each repo is staged in a subfolder."""
+    repo_id = resolve_hub_repo(hub_repo)
+    stage = Path(dry_run) if dry_run is not None else None
+    results = [publish_catalog(catalog, repo_id, missing_only=True, token=token,
+                               dry_run=stage / "catalog" if stage else None, private=private,
+                               retries=retries, backoff=backoff)]
+    if adapters is not None:
+        ns = namespace or load_settings().adapter_namespace or repo_id.split("/")[0]
+        for folder in find_adapters(adapters):
+            info = AdapterInfo.from_dir(folder)
+            target = adapter_repo_id(info, None, ns)
+            results.append(publish_adapter(
+                folder, target, catalog=catalog, catalog_repo=repo_id, missing_only=True,
+                token=token, private=private, retries=retries, backoff=backoff,
+                dry_run=stage / target.replace("/", "--") if stage else None))
+    return results

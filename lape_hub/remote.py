@@ -1,0 +1,286 @@
+"""The remote catalog: the partitions you need from the catalog's Hub dataset repo, cached.
+
+:func:`remote_catalog` resolves the revision (a branch or tag) to a commit sha once, lists
+that commit's files, downloads only the Parquet files of the tables and partitions asked
+for (plus ``CATALOG.json``) and returns a :class:`~lape_hub.catalog.Catalog` over the cache
+folder, laid out like any catalog::
+
+    <cache_dir()>/hub/ORG/NAME/refs/main                 # "main" -> the sha it resolved to
+    <cache_dir()>/hub/ORG/NAME/<sha>/CATALOG.json
+    <cache_dir()>/hub/ORG/NAME/<sha>/neurons/model=gemma-3-270m/.../data.parquet
+    <cache_dir()>/hub/ORG/NAME/<sha>/.lape-hub-remote.json   # repo, sha, the commit's listing
+
+A commit never changes, so cached files are reused without asking the Hub, and with
+``HF_HUB_OFFLINE=1`` everything is served from the cache (the last sha each revision
+resolved to), or refused in one line naming what is missing. A remote catalog whose schema
+version is newer than this lape-hub's is refused, naming both versions.
+
+Example::
+
+    >>> cat = remote_catalog("my-org/lape-hub-catalog", model="gemma-3-270m",
+    ...                      tables=["neurons"])                         # doctest: +SKIP
+    >>> cat.neuron_set("gemma-3-270m", "npi_Deva").n_neurons             # doctest: +SKIP
+    1204
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+from urllib.parse import quote, unquote
+
+from lape_hub.config import (hub_api, hub_error, hub_token, is_offline, resolve_hub_repo,
+                             with_retries)
+from lape_hub.errors import HubError, NotInCatalogError, SchemaError, UnknownNameError
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+    from lape_hub.catalog import Catalog
+
+RECORD = ".lape-hub-remote.json"
+MANIFEST = "CATALOG.json"
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def hub_cache_dir(repo_id: str, cache: str | Path | None = None) -> Path:
+    """``<cache>/hub/ORG/NAME`` (``cache`` defaults to :func:`lape_hub.paths.cache_dir`)."""
+    from lape_hub.paths import cache_dir
+
+    org, name = repo_id.split("/", 1)
+    return Path(cache if cache is not None else cache_dir()) / "hub" / org / name
+
+
+def _ref_file(repo_dir: Path, revision: str) -> Path:
+    return repo_dir / "refs" / quote(revision, safe="")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def resolve_revision(repo_id: str, revision: str | None = None, *, api: "HfApi | None" = None,
+                     token: str | None = None, cache: str | Path | None = None) -> str:
+    """The commit sha ``revision`` (default ``main``) points to, recorded in the cache.
+
+    A 40-hex sha is returned as is. Offline, the sha recorded last time is used.
+    """
+    revision = revision or "main"
+    if _SHA.match(revision):
+        return revision
+    ref = _ref_file(hub_cache_dir(repo_id, cache), revision)
+    if is_offline():
+        if ref.is_file():
+            return ref.read_text().strip()
+        raise HubError(f"offline (HF_HUB_OFFLINE=1) and dataset repo {repo_id}@{revision} was "
+                       "never fetched: fetch it once online")
+    api = api or hub_api(hub_token(token))
+    try:
+        sha = with_retries(lambda: api.repo_info(repo_id, repo_type="dataset",
+                                                 revision=revision).sha)
+    except Exception as e:
+        raise hub_error(e, repo_id=repo_id, action=f"resolving {revision} of",
+                        token=token) from None
+    if not sha:
+        raise HubError(f"dataset repo {repo_id} did not say which commit {revision} is")
+    _atomic_write(ref, sha + "\n")
+    return sha
+
+
+def _listing(api: "HfApi", repo_id: str, sha: str, token: str | None) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        items = with_retries(lambda: list(api.list_repo_tree(repo_id, repo_type="dataset",
+                                                             revision=sha, recursive=True)))
+        for item in items:
+            if hasattr(item, "blob_id"):
+                out[item.path] = {"size": item.size, "oid": item.blob_id,
+                                  "sha256": item.lfs.sha256 if item.lfs else None}
+    except Exception as e:
+        raise hub_error(e, repo_id=repo_id, action="listing", token=token) from None
+    return out
+
+
+def _checksum_ok(path: Path, meta: dict[str, Any]) -> bool:
+    import hashlib
+
+    size = path.stat().st_size
+    if meta.get("size") is not None and size != meta["size"]:
+        return False
+    h = hashlib.sha256() if meta.get("sha256") else hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest() == (meta.get("sha256") or meta.get("oid"))
+
+
+def _download(api: "HfApi", repo_id: str, sha: str, path: str, root: Path,
+              meta: dict[str, Any], token: str | None) -> None:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        got = Path(hf_hub_download(repo_id, path, repo_type="dataset", revision=sha,
+                                   local_dir=root, endpoint=api.endpoint,
+                                   token=token if token else False))
+    except Exception as e:
+        raise hub_error(e, repo_id=repo_id, action=f"downloading {path} from",
+                        token=token) from None
+    if not _checksum_ok(got, meta):
+        got.unlink(missing_ok=True)
+        raise HubError(f"{path} from dataset repo {repo_id}@{sha[:12]} does not match the "
+                       "checksum the Hub lists: deleted it, try again")
+
+
+def _check_schema_version(root: Path, repo_id: str, sha: str) -> None:
+    from lape_hub.schemas import SCHEMA_VERSION
+
+    try:
+        version = int(json.loads((root / MANIFEST).read_text())["schema_version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SchemaError(f"dataset repo {repo_id}@{sha[:12]}: {MANIFEST} is not a lape-hub "
+                          "catalog manifest") from None
+    if version > SCHEMA_VERSION:
+        raise SchemaError(f"remote catalog {repo_id}@{sha[:12]} has schema version {version}, "
+                          f"newer than this lape-hub's {SCHEMA_VERSION}: upgrade lape-hub")
+
+
+def _resolve_filter(key: str, value: str, present: set[str]) -> str:
+    """A user's model or language spelling -> the catalog's value (raw if the remote has it)."""
+    if value in present:
+        return value
+    try:
+        if key == "model":
+            from lape_hub.registry import resolve_model
+
+            return resolve_model(value).alias
+        if key == "lang":
+            from lape_hub.languages import resolve_language
+
+            return resolve_language(value).code
+        if key == "refset":
+            from lape_hub.registry import resolve_refset
+
+            return resolve_refset(value).name
+    except UnknownNameError:
+        if value.lower() in present:
+            return value.lower()
+        raise
+    return value
+
+
+def select_files(listing: Sequence[str], tables: Sequence[str] | None = None,
+                 **where: str) -> list[str]:
+    """The Parquet files of ``tables`` (default: every table with a local schema) whose
+    partition key matches ``where`` (keys a table is not partitioned by are ignored for it).
+
+    >>> select_files(["neurons/model=a/refset=r/selection=s/data.parquet",
+    ...               "neurons/model=b/refset=r/selection=s/data.parquet",
+    ...               "README.md"], model="a")
+    ['neurons/model=a/refset=r/selection=s/data.parquet']
+    """
+    from lape_hub.schemas import table_names, table_schema
+
+    known = table_names()
+    wanted = list(tables) if tables else known
+    for t in wanted:
+        table_schema(t)  # unknown table: SchemaError naming it
+    out = []
+    for path in sorted(listing):
+        parts = path.split("/")
+        if parts[0] not in wanted or not path.endswith(".parquet") or len(parts) < 3:
+            continue
+        key = {k: unquote(v) for k, v in (p.split("=", 1) for p in parts[1:-1] if "=" in p)}
+        partition = table_schema(parts[0]).partition_by
+        if all(key.get(k) == v for k, v in where.items() if k in partition and v is not None):
+            out.append(path)
+    return out
+
+
+def remote_catalog(hub_repo: str | None = None, *, revision: str | None = None,
+                   tables: Sequence[str] | None = None, model: str | None = None,
+                   token: str | None = None, cache: str | Path | None = None,
+                   **where: str) -> "Catalog":
+    """A local :class:`~lape_hub.catalog.Catalog` over the needed partitions of the remote.
+
+    Args:
+        hub_repo: ``ORG/NAME``; default ``$LAPE_HUB_REPO`` or the config file.
+        revision: branch, tag or commit sha (default ``main``), resolved once to a sha.
+        tables: tables to fetch (default: all with a local schema).
+        model: only this model's partitions (any registry spelling).
+        token: default ``$HF_TOKEN`` or the saved login (public repos need none).
+        cache: cache root (default :func:`lape_hub.paths.cache_dir`).
+        **where: more partition filters, e.g. ``refset="paper-12"``, ``lang="npi_Deva"``
+            (applied to the tables partitioned by that column).
+
+    Raises:
+        HubError: unknown repo or revision (404), no access (401/403), offline without the
+            files cached, a download that does not match its checksum.
+        SchemaError: the remote catalog's schema version is newer than this lape-hub's.
+    """
+    from filelock import FileLock
+
+    from lape_hub.catalog import Catalog
+
+    repo_id = resolve_hub_repo(hub_repo)
+    offline = is_offline()
+    token = None if offline else hub_token(token)
+    api = None if offline else hub_api(token)
+    sha = resolve_revision(repo_id, revision, api=api, token=token, cache=cache)
+    repo_dir = hub_cache_dir(repo_id, cache)
+    root = repo_dir / sha
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(repo_dir / f".{sha}.lock"), timeout=600):
+        record_path = root / RECORD
+        record = json.loads(record_path.read_text()) if record_path.is_file() else None
+        if record is None:
+            if offline or api is None:
+                raise HubError(f"offline (HF_HUB_OFFLINE=1) and dataset repo "
+                               f"{repo_id}@{sha[:12]} is not cached: fetch it once online")
+            record = {"repo": repo_id, "sha": sha, "files": _listing(api, repo_id, sha, token)}
+            _atomic_write(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        listing: dict[str, dict[str, Any]] = record["files"]
+        if MANIFEST not in listing:
+            raise HubError(f"dataset repo {repo_id}@{sha[:12]} is not a lape-hub catalog (no "
+                           f"{MANIFEST})")
+        filters = dict(where)
+        if model is not None:
+            filters["model"] = model
+        for key, value in list(filters.items()):
+            present = {unquote(p.split("=", 1)[1]) for path in listing
+                       for p in path.split("/") if p.startswith(f"{key}=")}
+            filters[key] = _resolve_filter(key, value, present)
+        selected = select_files(list(listing), tables, **filters)
+        if not selected and filters:
+            what = ", ".join(f"{k}={v}" for k, v in sorted(filters.items()))
+            raise NotInCatalogError(f"dataset repo {repo_id}@{sha[:12]} has no "
+                                    f"{'/'.join(tables) if tables else 'catalog'} entries for "
+                                    f"{what}")
+        wanted = [MANIFEST] + selected
+        todo = [p for p in wanted if not (root / p).is_file()]
+        if todo and (offline or api is None):
+            raise HubError(f"offline (HF_HUB_OFFLINE=1) and {len(todo)} file(s) of dataset repo "
+                           f"{repo_id}@{sha[:12]} are not cached (e.g. {todo[-1]}): fetch them "
+                           "once online")
+        if MANIFEST in todo:
+            assert api is not None
+            _download(api, repo_id, sha, MANIFEST, root, listing[MANIFEST], token)
+            todo.remove(MANIFEST)
+        _check_schema_version(root, repo_id, sha)
+        if todo:
+            assert api is not None
+            with ThreadPoolExecutor(max_workers=min(4, len(todo))) as pool:
+                futures = [pool.submit(_download, api, repo_id, sha, p, root, listing[p], token)
+                           for p in todo]
+                for f in futures:
+                    f.result()
+    return Catalog(root)
