@@ -203,3 +203,31 @@ def test_hub_repo_resolution(monkeypatch, tmp_path):
     config.write_text('[hub]\nrepository = "x/y"\n')
     with pytest.raises(HubError, match=r"unknown \[hub\] keys \['repository'\]"):
         load_settings()
+
+
+def test_cli_fetch_and_sql_from_the_remote(hub, tmp_path, monkeypatch):
+    """`lape-hub fetch --model llama-3.1-8b --lang ne` works for anything someone published."""
+    from click.testing import CliRunner
+
+    from lape_hub.cli import cli
+
+    local = published(hub, tmp_path)
+    empty = tmp_path / "empty-catalog"
+    runner = CliRunner()
+    out = tmp_path / "ne.json"
+    monkeypatch.setenv("LAPE_HUB_CATALOG", str(empty))
+    r = runner.invoke(cli, ["fetch", "--model", "llama-3.1-8b", "--lang", "ne", "--hub-repo", REPO,
+                            "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    want = local.neuron_set("llama-3.1-8b", "npi_Deva")
+    assert f"neurons: {want.n_neurons:,}" in r.output
+    # no flag: the local catalog lacks it, the configured repo ($LAPE_HUB_REPO) has it
+    monkeypatch.setenv("LAPE_HUB_REPO", REPO)
+    r = runner.invoke(cli, ["fetch", "--model", "llama-3.1-8b", "--lang", "is", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["sql", "--remote", "--model", "gemma-3-270m", "--format", "csv",
+                            "SELECT count(DISTINCT lang) AS n FROM neurons WHERE model = 'gemma-3-270m'"])
+    from lape_hub.query import run_sql
+
+    want = run_sql(local, "SELECT count(DISTINCT lang) FROM neurons WHERE model='gemma-3-270m'")
+    assert r.exit_code == 0 and r.output.splitlines()[1] == str(want.fetchall()[0][0]), r.output

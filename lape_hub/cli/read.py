@@ -10,6 +10,33 @@ from lape_hub.cli._common import (catalog_option, human_bytes, open_catalog, pri
                                   split_langs)
 
 
+def remote_options(f):
+    f = click.option("--revision", default=None,
+                     help="Remote catalog revision (branch, tag or commit; pinned once resolved).")(f)
+    f = click.option("--hub-repo", default=None,
+                     help="Remote catalog dataset repo ORG/NAME (env LAPE_HUB_REPO).")(f)
+    f = click.option("--remote", is_flag=True,
+                     help="Read the Hub dataset repo instead of the local catalog.")(f)
+    return f
+
+
+def _remote(hub_repo, revision, **where):
+    from lape_hub.remote import remote_catalog
+
+    return remote_catalog(hub_repo, revision=revision, **where)
+
+
+def _hub_repo_configured() -> bool:
+    from lape_hub.config import resolve_hub_repo
+    from lape_hub.errors import HubError
+
+    try:
+        resolve_hub_repo(None)
+        return True
+    except HubError:
+        return False
+
+
 @click.command()
 @click.option("--model", required=True, help="Registry alias or Hugging Face repo id.")
 @click.option("--lang", required=True, help="FLORES-200 code, ISO 639-1/3 or English name.")
@@ -20,11 +47,32 @@ from lape_hub.cli._common import (catalog_option, human_bytes, open_catalog, pri
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Where to write the set (default: ./MODEL.LANG.FORMAT).")
 @catalog_option
-def fetch(model, lang, refset, selection, fmt, output, catalog_dir):
-    """Write one language's neuron set and print its summary."""
+@remote_options
+def fetch(model, lang, refset, selection, fmt, output, catalog_dir, remote, hub_repo, revision):
+    """Write one language's neuron set and print its summary.
+
+    Reads the local catalog; with --remote/--hub-repo (or when the local catalog lacks the
+    set and a Hub repo is configured) downloads just that model's neuron partitions from
+    the Hub dataset repo into the cache (HF_HUB_OFFLINE=1 serves from the cache).
+    """
+    from lape_hub.errors import NotInCatalogError
     from lape_hub.formats import format_from_path, write_neuron_sets
 
-    ns = open_catalog(catalog_dir).neuron_set(model, lang, refset=refset, selection=selection)
+    def from_hub():
+        where = {"refset": refset} if refset else {}
+        cat = _remote(hub_repo, revision, model=model, tables=["neurons"], **where)
+        return cat.neuron_set(model, lang, refset=refset, selection=selection)
+
+    if remote or hub_repo:
+        ns = from_hub()
+    else:
+        try:
+            ns = open_catalog(catalog_dir).neuron_set(model, lang, refset=refset,
+                                                      selection=selection)
+        except NotInCatalogError:
+            if not _hub_repo_configured():
+                raise
+            ns = from_hub()
     fmt = format_from_path(output, fmt) if output else (fmt or "parquet")
     output = output or f"{ns.model}.{ns.lang}.{fmt}"
     write_neuron_sets([ns], output, fmt)
@@ -41,7 +89,9 @@ def fetch(model, lang, refset, selection, fmt, output, catalog_dir):
 @click.option("--max-rows", type=int, default=40, show_default=True,
               help="Rows shown in table format.")
 @catalog_option
-def sql(query, fmt, output, max_rows, catalog_dir):
+@remote_options
+@click.option("--model", default=None, help="With --remote: download only this model's files.")
+def sql(query, fmt, output, max_rows, catalog_dir, remote, hub_repo, revision, model):
     """Run read-only DuckDB SQL over views of every catalog table.
 
     \b
@@ -51,7 +101,11 @@ def sql(query, fmt, output, max_rows, catalog_dir):
     """
     from lape_hub.query import run_sql
 
-    rel = run_sql(open_catalog(catalog_dir), query)
+    if remote or hub_repo:
+        cat = _remote(hub_repo, revision, **({"model": model} if model else {}))
+    else:
+        cat = open_catalog(catalog_dir)
+    rel = run_sql(cat, query)
     if fmt == "table" and output is None:
         rel.show(max_rows=max_rows, max_width=200)
         return
