@@ -165,13 +165,16 @@ class Catalog:
         return _LockGuard(self._lock, self.root)
 
     # -- reading ------------------------------------------------------------------------
-    def read(self, table: str, columns: list[str] | None = None, filters: Any = None,
-             **where: str) -> pa.Table:
-        """Read the entries of ``table`` matching ``where`` (partition columns) as one table."""
+    def read(self, table: str, columns: list[str] | None = None,
+             rows: dict[str, str] | None = None, **where: str) -> pa.Table:
+        """Read the entries of ``table`` matching ``where`` (partition columns) as one table.
+
+        ``rows`` keeps only rows whose columns equal the given values (e.g. ``{"lang": ...}``).
+        """
         schema = table_schema(table)
         parts = []
         for entry in self.entries(table, **where):
-            parts.append(self._read_file(schema, entry.path, columns, filters))
+            parts.append(self._read_file(schema, entry.path, columns, rows))
         if not parts:
             cols = columns or schema.columns
             return schema.arrow.empty_table().select(cols)
@@ -179,12 +182,29 @@ class Catalog:
 
     @staticmethod
     def _read_file(schema: TableSchema, path: Path, columns: list[str] | None,
-                   filters: Any) -> pa.Table:
+                   rows: dict[str, str] | None = None) -> pa.Table:
+        """Read one file (footer checked first). Row filtering uses numpy, not
+        pyarrow.dataset, which would import pandas (~1 s) on every CLI call."""
         schema.check_file(path)
         try:
-            return pq.read_table(path, columns=columns, filters=filters, schema=schema.arrow)
+            pf = pq.ParquetFile(path)
+            cols = list(columns or schema.columns)
+            need = cols + [c for c in (rows or {}) if c not in cols]
+            table = pf.read(columns=need)
         except (pa.ArrowInvalid, OSError) as e:
             raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
+        if rows:
+            import numpy as np
+
+            mask = np.ones(table.num_rows, dtype=bool)
+            for col, value in rows.items():
+                mask &= np.array(table.column(col).to_pylist(), dtype=object) == value
+            idx = np.flatnonzero(mask)
+            if idx.size == 0 or idx[-1] - idx[0] + 1 == idx.size:  # contiguous: no compute
+                table = table.slice(int(idx[0]) if idx.size else 0, int(idx.size))
+            else:  # pyarrow.compute (and through it pandas) only when rows are scattered
+                table = table.take(pa.array(idx))
+        return table.select(cols)
 
     def check(self) -> list[Path]:
         """Check every file against its schema; return the files checked."""
@@ -227,7 +247,7 @@ class Catalog:
                                     e.key["selection"] != DEFAULT_SELECTION, e.key["selection"]))
         schema = table_schema("neurons")
         for entry in entries:
-            t = self._read_file(schema, entry.path, None, [("lang", "=", code)])
+            t = self._read_file(schema, entry.path, None, {"lang": code})
             if t.num_rows == 0:
                 continue
             row = t.slice(0, 1).to_pylist()[0]

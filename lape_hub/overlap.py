@@ -1,10 +1,19 @@
-"""Pairwise overlap of language neuron sets (the paper's Appendix B.2), in DuckDB.
+"""Pairwise overlap of language neuron sets (the paper's Appendix B.2).
+
+Computed with one small matrix product: memberships form a 0/1 matrix [languages ×
+distinct selected neurons] (LAPE selects at most top_rate of the model's neurons), and
+its product with its transpose counts shared neurons for every pair at once. The same
+numbers come from SQL::
+
+    SELECT a.lang, b.lang, count(*) FROM neurons a JOIN neurons b USING (layer, neuron)
+    WHERE a.model = b.model AND a.refset = b.refset GROUP BY ALL
 
 Example::
 
     >>> from lape_hub.catalog import Catalog
-    >>> m = overlap_matrix(Catalog(), "gemma-3-270m", refset="paper-12")  # doctest: +SKIP
-    >>> m.value("slk_Latn", "slv_Latn")                                    # doctest: +SKIP
+    >>> m = overlap_matrix(Catalog(), "llama-3.1-8b", refset="paper-12")
+    >>> m.value("slk_Latn", "slv_Latn") > m.value("slk_Latn", "kat_Geor")
+    True
 """
 from __future__ import annotations
 
@@ -21,7 +30,7 @@ from lape_hub.errors import NotInCatalogError
 class OverlapMatrix:
     langs: list[str]
     sizes: np.ndarray     # [n] neurons per language
-    shared: np.ndarray    # [n, n] neurons in both sets
+    shared: np.ndarray    # [n, n] neurons in both sets (diagonal = sizes)
     metric: str = "count"
 
     @property
@@ -30,7 +39,7 @@ class OverlapMatrix:
             return self.shared
         union = self.sizes[:, None] + self.sizes[None, :] - self.shared
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, self.shared / union, 0.0)
+            return np.where(union > 0, self.shared / np.maximum(union, 1), 0.0)
 
     def value(self, a: str, b: str) -> float:
         return float(self.values[self.langs.index(a), self.langs.index(b)])
@@ -43,46 +52,69 @@ class OverlapMatrix:
         return "\n".join(rows) + "\n"
 
 
+def shared_counts(lang_index: np.ndarray, neuron_id: np.ndarray, n_langs: int,
+                  chunk: int = 1 << 16) -> np.ndarray:
+    """[n_langs, n_langs] counts of neurons shared by each pair of languages.
+
+    ``lang_index[i]`` and ``neuron_id[i]`` describe one (language, neuron) membership.
+    Memberships become a 0/1 matrix [languages × distinct neurons] (at most the selected
+    5 % of the model), multiplied by its transpose in float32 blocks (exact below 2^24).
+    """
+    lang_index = np.asarray(lang_index, dtype=np.int64)
+    neuron_id = np.asarray(neuron_id, dtype=np.int64)
+    out = np.zeros((n_langs, n_langs), dtype=np.int64)
+    if neuron_id.size == 0:
+        return out
+    present = np.bincount(neuron_id) > 0
+    column = np.cumsum(present) - 1            # neuron id -> dense column
+    col = column[neuron_id]
+    n_cols = int(present.sum())
+    for lo in range(0, n_cols, chunk):
+        sel = (col >= lo) & (col < lo + chunk)
+        block = np.zeros((n_langs, min(chunk, n_cols - lo)), dtype=np.float32)
+        block[lang_index[sel], col[sel] - lo] = 1.0
+        out += np.rint(block @ block.T).astype(np.int64)
+    return out
+
+
 def overlap_matrix(catalog: Catalog, model: str, refset: str = "paper-12",
                    langs: Sequence[str] | None = None, metric: str = "count",
                    selection: str = DEFAULT_SELECTION) -> OverlapMatrix:
     """Shared neurons (``count``) or Jaccard index (``jaccard``) between languages' sets."""
-    import duckdb
+    import pyarrow.parquet as pq
 
     from lape_hub.languages import resolve_language
-    from lape_hub.query import entry_file
     from lape_hub.registry import resolve_model
+    from lape_hub.schemas import table_schema
 
     if metric not in ("count", "jaccard"):
         raise ValueError("metric must be count or jaccard")
-    alias = resolve_model(model).alias
-    refset = catalog.refset_name(alias, refset)
-    path = catalog.entry_path("neurons", {"model": alias, "refset": refset,
+    spec = resolve_model(model)
+    refset = catalog.refset_name(spec.alias, refset)
+    path = catalog.entry_path("neurons", {"model": spec.alias, "refset": refset,
                                           "selection": selection})
     if not path.exists():
-        raise NotInCatalogError(f"no neuron sets for {alias} · refset {refset} in {catalog.root}; "
-                                f"build them with: lape-hub build --model {alias} --refset {refset}"
-                                " --corpus PATH")
-    entry_file(catalog, "neurons", model=alias, refset=refset, selection=selection)
-    con = duckdb.connect(":memory:")
-    codes = [resolve_language(x).code for x in langs] if langs else None
-    where = ""
-    if codes:
-        where = "WHERE lang IN (" + ", ".join("'" + c + "'" for c in codes) + ")"
-    con.execute(f"CREATE TEMP TABLE n AS SELECT lang, layer * 1048576 + neuron AS gid "
-                f"FROM read_parquet(?) {where}", [str(path)])
-    present = [r[0] for r in con.execute("SELECT DISTINCT lang FROM n ORDER BY lang").fetchall()]
-    order = [c for c in codes if c in present] if codes else present
-    missing = sorted(set(codes or []) - set(present))
+        raise NotInCatalogError(
+            f"no neuron sets for {spec.alias} · refset {refset} in {catalog.root}; build them "
+            f"with: lape-hub build --model {spec.alias} --refset {refset} --corpus PATH")
+    table_schema("neurons").check_file(path)
+    t = pq.ParquetFile(path, read_dictionary=["lang"]).read(columns=["lang", "layer", "neuron"])
+    lang_col = t.column("lang").combine_chunks()
+    names = lang_col.dictionary.to_pylist()
+    codes_in_file = np.asarray(lang_col.indices, dtype=np.int64)
+    wanted = [resolve_language(x).code for x in langs] if langs else sorted(set(names))
+    missing = sorted(set(wanted) - set(names))
     if missing:
-        raise NotInCatalogError(f"{alias} · {refset} has no neuron set for {', '.join(missing)}")
-    idx = {lang: i for i, lang in enumerate(order)}
-    sizes = np.zeros(len(order), dtype=np.int64)
-    for lang, size in con.execute("SELECT lang, count(*) FROM n GROUP BY lang").fetchall():
-        sizes[idx[lang]] = size
-    shared = np.zeros((len(order), len(order)), dtype=np.int64)
-    rows = con.execute("SELECT a.lang, b.lang, count(*) FROM n a JOIN n b USING (gid) "
-                       "GROUP BY ALL").fetchall()
-    for a, b, c in rows:
-        shared[idx[a], idx[b]] = c
-    return OverlapMatrix(order, sizes, shared, metric)
+        raise NotInCatalogError(f"{spec.alias} · {refset} has no neuron set for {', '.join(missing)}")
+    # map the file's dictionary to the wanted order (-1: not wanted)
+    remap = np.full(len(names), -1, dtype=np.int64)
+    for i, name in enumerate(names):
+        if name in wanted:
+            remap[i] = wanted.index(name)
+    lang_index = remap[codes_in_file]
+    keep = lang_index >= 0
+    layer = np.asarray(t.column("layer").combine_chunks(), dtype=np.int64)
+    neuron = np.asarray(t.column("neuron").combine_chunks(), dtype=np.int64)
+    gid = (layer * spec.d_ffn + neuron)[keep]
+    shared = shared_counts(lang_index[keep], gid, len(wanted))
+    return OverlapMatrix(wanted, np.diag(shared).copy(), shared, metric)

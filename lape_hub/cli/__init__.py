@@ -75,10 +75,33 @@ def cli() -> None:
     fine-tuned and published."""
 
 
+READ_ONLY = {"fetch", "sql", "overlap", "list"}
+
+
+class _NoPandas:
+    """A meta-path finder that reports pandas as not installed."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError("pandas is not used by read-only commands", name=name)
+        return None
+
+
+def _without_pandas(argv: list[str]) -> None:
+    """Read-only commands never use pandas, but pyarrow probes for it on every array it
+    builds, importing it (0.5-1 s, most of a ``fetch``). Reporting it absent in this
+    process makes pyarrow skip the probe; other commands are unaffected."""
+    words = [a for a in argv if not a.startswith("-")]
+    if words and words[0] in READ_ONLY and "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: library errors become one line on stderr and exit code 2."""
     from lape_hub.errors import LapeHubError
 
+    _without_pandas(sys.argv[1:] if argv is None else argv)
     try:
         rv = cli.main(args=argv, prog_name="lape-hub", standalone_mode=False)
         if isinstance(rv, int) and rv != 0:
