@@ -1,0 +1,96 @@
+"""Write docs/<model>.md from the catalog: neuron counts per language, per-layer
+distribution, and the overlap of related vs unrelated languages. Everything is read from
+the catalog (nothing hard-coded), so rerunning after a build refreshes the report.
+
+    python scripts/report_catalog.py --model gemma-3-270m --refset paper-12 [--refset flores-200]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lape_hub.catalog import Catalog
+from lape_hub.overlap import overlap_matrix
+from lape_hub.registry import resolve_model
+
+PAIRS_RELATED = [("slk_Latn", "slv_Latn"), ("lvs_Latn", "lit_Latn"), ("mkd_Cyrl", "slv_Latn"),
+                 ("afr_Latn", "isl_Latn")]
+PAIRS_UNRELATED = [("slk_Latn", "kat_Geor"), ("lvs_Latn", "npi_Deva"), ("mlt_Latn", "kat_Geor"),
+                   ("cym_Latn", "est_Latn")]
+
+
+def section(cat: Catalog, model: str, refset: str) -> list[str]:
+    spec = resolve_model(model)
+    avail = cat.neuron_sets_available(spec.alias)
+    key = next((k for k in avail if k[0] == refset), None)
+    if key is None:
+        return [f"## refset `{refset}`", "", "Not built yet.", ""]
+    langs = avail[key]
+    sets = [cat.neuron_set(spec.alias, x, refset=refset) for x in langs]
+    meta = sets[0].metadata
+    params = meta["params"]
+    out = [f"## refset `{refset}` ({len(langs)} languages)", "",
+           f"Signature: `{meta['signature']}`  ",
+           f"Thresholds used: tau_filter = {params.get('tau_filter', float('nan')):.4f}, "
+           f"tau_bar = {params.get('tau_bar', float('nan')):.4f}; "
+           f"{params.get('n_selected', '?')} neurons kept of {spec.n_neurons:,} "
+           f"(top_rate {params.get('top_rate')}).", "",
+           "| language | neurons | trainable params | share of model | tokens counted |",
+           "|---|---:|---:|---:|---:|"]
+    tokens = params.get("n_tokens", {})
+    for ns in sorted(sets, key=lambda s: -s.n_neurons):
+        out.append(f"| {ns.lang} | {ns.n_neurons:,} | {ns.trainable_params / 1e6:.2f}M | "
+                   f"{100 * ns.share:.2f} % | {tokens.get(ns.lang, 0):,} |")
+    per_layer = np.sum([s.per_layer for s in sets], axis=0)
+    thirds = np.array_split(per_layer, 3)
+    total = max(int(per_layer.sum()), 1)
+    out += ["", "Per-layer distribution (all languages' memberships summed):", "", "```"]
+    top = max(int(per_layer.max()), 1)
+    for layer, c in enumerate(per_layer):
+        out.append(f"L{layer:<3d} {'█' * int(round(40 * c / top)):<40s} {int(c)}")
+    out += ["```", "",
+            f"Lower / middle / upper third of the layers: "
+            f"{100 * thirds[0].sum() / total:.0f} % / {100 * thirds[1].sum() / total:.0f} % / "
+            f"{100 * thirds[2].sum() / total:.0f} %.", ""]
+    m = overlap_matrix(cat, spec.alias, refset=refset, metric="jaccard")
+    c = overlap_matrix(cat, spec.alias, refset=refset, metric="count")
+    rows = []
+    for kind, pairs in (("related", PAIRS_RELATED), ("unrelated", PAIRS_UNRELATED)):
+        for a, b in pairs:
+            if a in m.langs and b in m.langs:
+                rows.append(f"| {a} – {b} | {kind} | {int(c.value(a, b))} | {m.value(a, b):.3f} |")
+    if rows:
+        out += ["Overlap of related vs unrelated languages:", "",
+                "| pair | relation | shared neurons | Jaccard |", "|---|---|---:|---:|", *rows, ""]
+    vals = m.values[~np.eye(len(m.langs), dtype=bool)]
+    out += [f"Mean pairwise Jaccard over all {len(m.langs)} languages: {vals.mean():.3f} "
+            f"(max {vals.max():.3f}).", ""]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--refset", action="append", default=None)
+    ap.add_argument("--catalog", default=None)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--intro", default=None, help="A markdown file to put first.")
+    args = ap.parse_args()
+    cat = Catalog(args.catalog)
+    lines = [f"# {args.model} in the catalog", ""]
+    if args.intro:
+        lines += [Path(args.intro).read_text().rstrip(), ""]
+    counted = {e.key["lang"] for e in cat.entries("activation_counts", model=args.model)}
+    lines += [f"Activation counts stored for {len(counted)} languages.", ""]
+    for refset in args.refset or ["paper-12", "flores-200"]:
+        lines += section(cat, args.model, refset)
+    out = Path(args.out or f"docs/{args.model}.md")
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
