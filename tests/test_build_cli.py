@@ -1,0 +1,137 @@
+"""`lape-hub plan` / `build` end to end on a tiny local model (no downloads)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from _tiny_models import save_tiny
+
+REPO_REGISTRY = __import__("lape_hub.paths", fromlist=["x"]).registry_dir()
+
+ALPHABETS = {  # synthetic "languages": words drawn from different scripts
+    "mlt_Latn": "abcdefghilmnopqrstuvzġħżċ", "npi_Deva": "कखगघचछजझटठडढतथदधनपफबभमयरलवशसह",
+    "mkd_Cyrl": "абвгдѓежзѕијклљмнњопрстќуфхцчџш", "kat_Geor": "აბგდევზთიკლმნოპჟრსტუფქღყშჩცძწჭხჯჰ",
+}
+
+
+def synthetic_corpus(root, langs, n_docs=60, seed=0):
+    rng = np.random.default_rng(seed)
+    for lang in langs:
+        folder = root / lang
+        folder.mkdir(parents=True)
+        letters = list(ALPHABETS[lang])
+        rows = ["index_id\tcategory\ttext"]
+        for i in range(n_docs):
+            words = ["".join(rng.choice(letters, rng.integers(2, 7))) for _ in range(rng.integers(5, 12))]
+            rows.append(f"{i}\tnone\t{' '.join(words)}")
+        (folder / "train.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture
+def tiny_registry(tmp_path, monkeypatch):
+    import lape_hub.languages as L
+    import lape_hub.registry as R
+
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    shutil.copy(REPO_REGISTRY / "languages.toml", reg / "languages.toml")
+    model_dir = save_tiny("llama", tmp_path / "tiny-llama")
+    (reg / "models.toml").write_text(f'''
+[models."tiny-llama"]
+repo_id = "{model_dir}"
+revision = "local"
+family = "llama"
+n_layers = 3
+d_model = 32
+d_ffn = 48
+total_params = 60000
+activation = "silu"
+''')
+    (reg / "refsets.toml").write_text('''
+[refsets.tiny-3]
+langs = ["mt", "ne", "mk"]
+[refsets.tiny-4]
+langs = ["mt", "ne", "mk", "ka"]
+''')
+    monkeypatch.setenv("LAPE_HUB_REGISTRY", str(reg))
+    monkeypatch.setenv("LAPE_HUB_CATALOG", str(tmp_path / "catalog"))
+    monkeypatch.setenv("LAPE_HUB_CACHE", str(tmp_path / "cache"))
+    for f in (R.models, R.refsets, L._index):
+        f.cache_clear()
+    yield tmp_path
+    for f in (R.models, R.refsets, L._index):
+        f.cache_clear()
+
+
+def cli(*args):
+    from lape_hub.cli import cli as group
+
+    return CliRunner().invoke(group, list(args))
+
+
+def test_build_then_add_one_language(tiny_registry):
+    from lape_hub.activation_counts import count_activations
+    from lape_hub.builder import read_counts
+    from lape_hub.catalog import Catalog
+    from lape_hub.corpus import read_documents, tokenize_and_pack
+    from lape_hub.models import load_model
+
+    corpus = synthetic_corpus(tiny_registry / "corpus", ALPHABETS)
+    common = ["--model", "tiny-llama", "--corpus", str(corpus), "--max-tokens", "1500",
+              "--seq-len", "64", "--batch-size", "4", "--quiet"]
+    r = cli("plan", "--model", "tiny-llama", "--refset", "tiny-3", "--corpus", "corpus",
+            "--max-tokens", "1500")
+    assert r.exit_code == 0 and "missing activation counts: 3 of 3" in r.output, r.output
+    r = cli("build", "--refset", "tiny-3", *common)
+    assert r.exit_code == 0, r.output
+    assert "counted 3 languages" in r.output and "LAPE and neuron sets of tiny-3 updated" in r.output
+    r = cli("plan", "--model", "tiny-llama", "--refset", "tiny-3", "--corpus", "corpus",
+            "--max-tokens", "1500")
+    assert "nothing to build" in r.output, r.output
+
+    # the stored counts are exactly what the counting API gives on the same packed corpus
+    cat = Catalog()
+    model, tok = load_model(str(tiny_registry / "tiny-llama"))
+    stored = read_counts(cat, "tiny-llama", ["npi_Deva"], revision="local", corpus="corpus:train@1500")
+    packed = tokenize_and_pack(read_documents(corpus, "npi_Deva"), tok, 64, 1500, min_tokens=1000)
+    direct = count_activations(model, packed, batch_size=4, progress=False)
+    assert (stored.over_zero[:, :, 0] == direct.over_zero).all()
+    assert stored.n_tokens[0] == direct.n_tokens == 1500
+
+    # a new reference set with one more language: only that language runs through the model
+    counts_files = {p: p.stat().st_mtime_ns for p in cat.root.glob("activation_counts/**/*.parquet")}
+    r = cli("build", "--refset", "tiny-4", *common)
+    assert r.exit_code == 0, r.output
+    assert "[1/1] kat_Geor" in r.output and "counted 1 languages" in r.output
+    assert all(p.stat().st_mtime_ns == t for p, t in counts_files.items())
+    ns = cat.neuron_set("tiny-llama", "ka", refset="tiny-4")
+    assert ns.metadata["params"]["langs"] == ["mlt_Latn", "npi_Deva", "mkd_Cyrl", "kat_Geor"]
+
+
+def test_build_refuses_bad_corpora(tiny_registry):
+    corpus = synthetic_corpus(tiny_registry / "corpus", ["mlt_Latn", "npi_Deva"])
+    r = cli("build", "--model", "tiny-llama", "--refset", "tiny-3", "--corpus", str(corpus),
+            "--max-tokens", "1500", "--seq-len", "64", "--quiet")
+    assert r.exit_code != 0 and "mkd_Cyrl" in str(r.exception or r.output)
+    short = synthetic_corpus(tiny_registry / "short", ["mlt_Latn", "npi_Deva", "mkd_Cyrl"], n_docs=2)
+    r = cli("build", "--model", "tiny-llama", "--refset", "tiny-3", "--corpus", str(short),
+            "--seq-len", "64", "--quiet")
+    assert r.exit_code != 0 and "tokens" in str(r.exception or r.output)
+
+
+def test_unknown_architecture_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=300)).save_pretrained(tmp_path / "gpt2")
+    code = ("from lape_hub.ffn import find_ffn_layers\n"
+            "from transformers import AutoModelForCausalLM\n"
+            f"find_ffn_layers(AutoModelForCausalLM.from_pretrained({str(tmp_path / 'gpt2')!r}))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "ArchitectureError" in r.stderr and "GPT2MLP" in r.stderr
