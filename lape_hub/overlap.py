@@ -1,9 +1,8 @@
 """Pairwise overlap of language neuron sets (the paper's Appendix B.2).
 
-Computed with one small matrix product: memberships form a 0/1 matrix [languages ×
-distinct selected neurons] (LAPE selects at most top_rate of the model's neurons), and
-its product with its transpose counts shared neurons for every pair at once. The same
-numbers come from SQL::
+Computed on bitsets: each language's set is a bitset over the distinct selected neurons
+(LAPE selects at most top_rate of the model's neurons), and a pair's shared count is the
+popcount of the AND of their bitsets. The same numbers come from SQL::
 
     SELECT a.lang, b.lang, count(*) FROM neurons a JOIN neurons b USING (layer, neuron)
     WHERE a.model = b.model AND a.refset = b.refset GROUP BY ALL
@@ -53,27 +52,31 @@ class OverlapMatrix:
 
 
 def shared_counts(lang_index: np.ndarray, neuron_id: np.ndarray, n_langs: int,
-                  chunk: int = 1 << 16) -> np.ndarray:
+                  rows_per_step: int = 16) -> np.ndarray:
     """[n_langs, n_langs] counts of neurons shared by each pair of languages.
 
     ``lang_index[i]`` and ``neuron_id[i]`` describe one (language, neuron) membership.
-    Memberships become a 0/1 matrix [languages × distinct neurons] (at most the selected
-    5 % of the model), multiplied by its transpose in float32 blocks (exact below 2^24).
+    Each language becomes a bitset over the distinct neurons (64 per word); a pair's count
+    is the popcount of the AND of two bitsets. No BLAS: exact integers, and fast on
+    machines whose BLAS is slow.
     """
     lang_index = np.asarray(lang_index, dtype=np.int64)
     neuron_id = np.asarray(neuron_id, dtype=np.int64)
-    out = np.zeros((n_langs, n_langs), dtype=np.int64)
     if neuron_id.size == 0:
-        return out
+        return np.zeros((n_langs, n_langs), dtype=np.int64)
     present = np.bincount(neuron_id) > 0
-    column = np.cumsum(present) - 1            # neuron id -> dense column
-    col = column[neuron_id]
-    n_cols = int(present.sum())
-    for lo in range(0, n_cols, chunk):
-        sel = (col >= lo) & (col < lo + chunk)
-        block = np.zeros((n_langs, min(chunk, n_cols - lo)), dtype=np.float32)
-        block[lang_index[sel], col[sel] - lo] = 1.0
-        out += np.rint(block @ block.T).astype(np.int64)
+    column = np.cumsum(present) - 1                  # neuron id -> dense column
+    member = np.zeros((n_langs, int(present.sum())), dtype=bool)
+    member[lang_index, column[neuron_id]] = True
+    packed = np.packbits(member, axis=1)
+    packed = np.pad(packed, ((0, 0), (0, (-packed.shape[1]) % 8))).view(np.uint64)
+    out = np.empty((n_langs, n_langs), dtype=np.int64)
+    for lo in range(0, n_langs, rows_per_step):  # upper triangle only; mirror the rest
+        hi = min(lo + rows_per_step, n_langs)
+        block = packed[lo:hi, None, :] & packed[None, lo:, :]
+        counts = np.bitwise_count(block).sum(axis=-1, dtype=np.int64)
+        out[lo:hi, lo:] = counts
+        out[lo:, lo:hi] = counts.T
     return out
 
 
