@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,6 +28,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lape_hub.atomic import atomic_path, atomic_write_bytes
 from lape_hub.errors import CatalogBusyError, NotInCatalogError, SchemaError
 from lape_hub.paths import default_catalog_dir
 from lape_hub.schemas import SCHEMA_VERSION, TableSchema, table_names, table_schema
@@ -97,7 +97,7 @@ class Catalog:
         if not path.exists():
             doc = {"format": "lape-hub-catalog", "schema_version": SCHEMA_VERSION,
                    "tables": table_names()}
-            _atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
+            atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
 
     # -- paths -----------------------------------------------------------------------
     def entry_path(self, table: str, key: dict[str, str]) -> Path:
@@ -144,15 +144,9 @@ class Catalog:
         path = self.entry_path(table, key)
         with self.lock():
             self._write_manifest()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.parent / f".tmp-{uuid.uuid4().hex}.parquet"
-            try:
+            with atomic_path(path) as tmp:
                 pq.write_table(data, tmp, compression="zstd", compression_level=9,
                                use_dictionary=True, write_statistics=True)
-                _fsync(tmp)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
         return path
 
     def lock(self):
@@ -329,21 +323,3 @@ class _LockGuard:
 
     def __exit__(self, *exc) -> None:
         self._inner.release()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

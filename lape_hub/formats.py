@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from lape_hub import __version__
+from lape_hub.atomic import atomic_path
 from lape_hub.errors import NeuronSetFormatError
 from lape_hub.neuron_set import NeuronSet
 
@@ -41,14 +42,8 @@ def format_from_path(path: str | os.PathLike, fmt: str | None = None) -> str:
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path, fsync=False) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def neuron_sets_table(sets: Sequence[NeuronSet]) -> pa.Table:

@@ -25,14 +25,13 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import quote, unquote
 
+from lape_hub.atomic import atomic_write_text
 from lape_hub.config import (hub_api, hub_error, hub_token, is_offline, resolve_hub_repo,
                              with_retries)
 from lape_hub.errors import HubError, NotInCatalogError, SchemaError, UnknownNameError
@@ -60,13 +59,7 @@ def _ref_file(repo_dir: Path, revision: str) -> Path:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, text)
 
 
 def resolve_revision(repo_id: str, revision: str | None = None, *, api: "HfApi | None" = None,

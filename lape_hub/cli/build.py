@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from lape_hub.cli._common import catalog_option, open_catalog, print_table, split_langs
+from lape_hub.cli._common import catalog_option, open_catalog, split_langs
 
 _corpus_opts = [
     click.option("--corpus", required=True,
