@@ -243,10 +243,18 @@ class Catalog:
         for entry in entries:
             t = self._read_file(schema, entry.path, None, {"lang": code})
             if t.num_rows == 0:
-                continue
-            row = t.slice(0, 1).to_pylist()[0]
+                # a language of the entry whose set came out empty is an empty set, not a
+                # missing one: the entry's params list every language it was selected over
+                first = self._read_file(schema, entry.path, None).slice(0, 1)
+                if not first.num_rows or code not in json.loads(
+                        first.column("params")[0].as_py()).get("langs", []):
+                    continue
+                t = first.slice(0, 0)
+                row = first.to_pylist()[0]
+            else:
+                row = t.slice(0, 1).to_pylist()[0]
             meta = {k: row[k] for k in ("signature", "lape_hub_version", "created_at",
-                                        "content_hash", "revision", "selection")}
+                                        "revision", "selection")}
             meta["params"] = json.loads(row["params"])
             ns = NeuronSet.from_pairs(
                 spec.alias, code, t.column("layer").to_numpy(), t.column("neuron").to_numpy(),

@@ -111,6 +111,14 @@ def test_build_then_add_one_language(tiny_registry):
     ns = cat.neuron_set("tiny-llama", "ka", refset="tiny-4")
     assert ns.metadata["params"]["langs"] == ["mlt_Latn", "npi_Deva", "mkd_Cyrl", "kat_Geor"]
 
+    # verify: one row per zeroed language, one column per evaluated language
+    r = cli("verify", "--model", "tiny-llama", "--refset", "tiny-3", "--corpus", str(corpus),
+            "--split", "train", "--max-tokens", "128", "--seq-len", "64", "--format", "csv")
+    assert r.exit_code == 0, r.output
+    rows = [line.split(",") for line in r.stdout.strip().splitlines()[1:]]
+    assert len(rows) == 9 and {row[0] for row in rows} == {"mlt_Latn", "npi_Deva", "mkd_Cyrl"}
+    assert all(float(row[2]) > 1.0 for row in rows)  # baseline perplexities
+
 
 def test_build_refuses_bad_corpora(tiny_registry):
     corpus = synthetic_corpus(tiny_registry / "corpus", ["mlt_Latn", "npi_Deva"])
