@@ -71,6 +71,30 @@ def section(cat: Catalog, model: str, refset: str) -> list[str]:
     return out
 
 
+def verify_section(path: Path) -> list[str]:
+    """The `lape-hub verify --format markdown` matrix, plus what its diagonal says."""
+    text = path.read_text().strip()
+    rows = [r.strip("|").split("|") for r in text.splitlines() if r.startswith("|")]
+    langs = [c.strip() for c in rows[0][1:]]
+    base = np.array([float(c) for c in rows[2][1:]])
+    inc = np.array([[float(c) for c in r[1:]] for r in rows[3:]])
+    rel = inc / base[None, :]
+    n = len(langs)
+    diag = np.diag(rel)
+    off = rel[~np.eye(n, dtype=bool)]
+    own_is_max = sum(int(np.argmax(rel[i]) == i) for i in range(n))
+    return ["## Are the sets real? Zeroing one language's neurons", "",
+            "`lape-hub verify --model gemma-3-270m --refset paper-12 --corpus ../shared/data/sib200 "
+            "--split dev --max-tokens 1024 --format markdown`: rows are the zeroed language's "
+            "neurons, columns the held-out (SIB-200 dev) language; cells are perplexity "
+            "increases over the baseline row.", "", text, "",
+            f"Relative increase on the zeroed language itself: median {100 * np.median(diag):.0f} % "
+            f"(range {100 * diag.min():.0f}–{100 * diag.max():.0f} %); on the other languages: "
+            f"median {100 * np.median(off):.1f} % (max {100 * off.max():.0f} %). "
+            f"For {own_is_max} of {n} languages the largest relative increase of its row is on "
+            "its own language.", ""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="gemma-3-270m")
@@ -78,6 +102,8 @@ def main() -> None:
     ap.add_argument("--catalog", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--intro", default=None, help="A markdown file to put first.")
+    ap.add_argument("--verify-md", default=None,
+                    help="Output of `lape-hub verify --format markdown` to include.")
     args = ap.parse_args()
     cat = Catalog(args.catalog)
     lines = [f"# {args.model} in the catalog", ""]
@@ -87,6 +113,8 @@ def main() -> None:
     lines += [f"Activation counts stored for {len(counted)} languages.", ""]
     for refset in args.refset or ["paper-12", "flores-200"]:
         lines += section(cat, args.model, refset)
+    if args.verify_md:
+        lines += verify_section(Path(args.verify_md))
     out = Path(args.out or f"docs/{args.model}.md")
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
