@@ -44,3 +44,13 @@ def catalog(tmp_path, synthetic_counts):
                      revision="test", corpus="synthetic")
     update_lape(cat, "gemma-3-270m", "test-4", langs=langs, revision="test", corpus="synthetic")
     return cat
+
+
+def pytest_configure(config):
+    """One torch thread per test process: tiny models gain nothing from two, and on a loaded
+    2-core machine OpenMP oversubscription made the model tests ~3x slower."""
+    try:
+        import torch
+    except ImportError:  # the read-only core is testable without torch
+        return
+    torch.set_num_threads(1)

@@ -1,0 +1,111 @@
+"""``lape-hub finetune`` and ``lape-hub merge``: thin wrappers over lape_hub.finetune and
+lape_hub.sparse_adapter (parse, call, print).
+
+Example::
+
+    $ lape-hub finetune --model gemma-3-270m --lang mlt_Latn --corpus ../shared/data/sib200 \\
+          --tokens 40000 --method lape-sparse
+    $ lape-hub merge runs/finetune/gemma-3-270m/mlt_Latn/lape-sparse-<id>/adapter -o merged/mlt
+"""
+from __future__ import annotations
+
+import click
+
+from lape_hub.cli._common import catalog_option
+
+_METHODS = ["lape-sparse", "random", "lora", "ia3", "ffn", "full"]
+
+
+@click.command()
+@click.option("--model", required=True, help="Registry alias, Hugging Face repo id or local folder.")
+@click.option("--lang", required=True, help="Language to fine-tune (FLORES-200 code or any accepted form).")
+@click.option("--corpus", required=True,
+              help="Per-language folder (SIB-200 layout: <corpus>/<lang>/<split>.tsv), a file, or hf:<dataset>.")
+@click.option("--method", type=click.Choice(_METHODS), default="lape-sparse", show_default=True,
+              help="lape-sparse: the language's neurons; random/lora/ia3/ffn/full: the paper's baselines.")
+@click.option("--refset", default="paper-12", show_default=True, help="Reference set of the neuron set.")
+@click.option("--components", default="gate,up,down", show_default=True,
+              help="Sparse methods: which projections of each neuron train.")
+@click.option("--tokens", "train_tokens", type=int, default=None,
+              help="Token budget: one epoch over this many training tokens (default: the whole split).")
+@click.option("--val-tokens", type=int, default=None, help="Cap on validation tokens (default: the whole split).")
+@click.option("--train-split", default="train", show_default=True)
+@click.option("--val-split", default="dev", show_default=True)
+@click.option("--seq-len", type=int, default=512, show_default=True)
+@click.option("--batch-size", type=int, default=2, show_default=True)
+@click.option("--lr", type=float, default=None, help="Learning rate (default: 1e-4; 1e-5 for ffn and full).")
+@click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--grad-clip", type=float, default=1.0, show_default=True)
+@click.option("--eval-every", type=int, default=50, show_default=True, help="Validate every N steps.")
+@click.option("--checkpoint-every", type=int, default=None, help="Checkpoint every N steps (default: --eval-every).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--lora-rank", type=int, default=None, help="LoRA rank (default: matched to the neuron set's size).")
+@click.option("--lora-alpha", type=float, default=32.0, show_default=True)
+@click.option("--lora-match", type=click.Choice(["params", "paper"]), default="params", show_default=True,
+              help="Rank matching: exact parameter count, or the paper's count (one projection per layer, ~3x).")
+@click.option("--dtype", default="float32", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, default=None,
+              help="torch CPU threads (on a busy machine 1 can be much faster than oversubscribing).")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run folder (default: runs/finetune/MODEL/LANG/METHOD-RUNID; rerunning resumes it).")
+@click.option("--fresh", is_flag=True, help="Discard a checkpoint in the run folder instead of resuming.")
+@click.option("--no-record", is_flag=True, help="Do not add the run to the catalog's adapters table.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@catalog_option
+def finetune(model, lang, corpus, method, refset, components, train_tokens, val_tokens, train_split,
+             val_split, seq_len, batch_size, lr, weight_decay, grad_clip, eval_every, checkpoint_every,
+             seed, lora_rank, lora_alpha, lora_match, dtype, device, threads, out_dir, fresh, no_record, quiet,
+             catalog_dir):
+    """Fine-tune a language's neurons (or a baseline) and save the best checkpoint as an adapter.
+
+    \b
+    Example:
+      lape-hub finetune --model gemma-3-270m --lang mt --corpus ../shared/data/sib200 --tokens 40000
+    """
+    import torch
+
+    from lape_hub.finetune import FinetuneConfig
+    from lape_hub.finetune import finetune as run
+    from lape_hub.languages import resolve_language
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = FinetuneConfig(
+        model=model, lang=resolve_language(lang).code, corpus=corpus, method=method, refset=refset,
+        components=components, train_split=train_split, val_split=val_split, train_tokens=train_tokens,
+        val_tokens=val_tokens, seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        grad_clip=grad_clip, eval_every=eval_every, checkpoint_every=checkpoint_every, seed=seed,
+        lora_rank=lora_rank, lora_alpha=lora_alpha, lora_match=lora_match, dtype=dtype, device=device)
+    res = run(cfg, out_dir, catalog=catalog_dir, record=not no_record, fresh=fresh, progress=not quiet)
+    a = res.config
+    share = f" ({100 * a.share:.3f} % of the model)" if a.share else ""
+    click.echo(f"{a.method} · {a.model} · {a.lang}: {a.trainable_params:,} trainable parameters{share}")
+    click.echo(f"steps {res.steps}, tokens {res.tokens:,}, best val loss {res.best_val_loss:.4f} "
+               f"at step {res.best_step} ({res.seconds:.0f} s)")
+    click.echo(f"signature: {a.signature}")
+    click.echo(f"adapter: {res.adapter_dir}")
+    if res.catalog_path:
+        click.echo(f"catalog: {res.catalog_path}")
+
+
+@click.command()
+@click.argument("adapter", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for the merged model (transformers save_pretrained layout).")
+@click.option("--base", default=None,
+              help="Base model (alias, repo id or folder; default: the adapter's model). Checked for compatibility.")
+@click.option("--dtype", default="float32", show_default=True)
+def merge(adapter, out_dir, base, dtype):
+    """Merge an adapter into its base model and write a full model folder.
+
+    \b
+    Example:
+      lape-hub merge runs/finetune/gemma-3-270m/mlt_Latn/lape-sparse-0123abcd4567/adapter -o merged/mlt
+    """
+    from lape_hub.sparse_adapter import AdapterConfig, merge_adapter
+
+    cfg = AdapterConfig.load(adapter)
+    path = merge_adapter(adapter, out_dir, base=base, dtype=dtype)
+    click.echo(f"merged {cfg.method} adapter ({cfg.signature}) into {base or cfg.model}")
+    click.echo(f"wrote {path}")
