@@ -52,7 +52,7 @@ class OverlapMatrix:
 
 
 def shared_counts(lang_index: np.ndarray, neuron_id: np.ndarray, n_langs: int,
-                  rows_per_step: int = 16) -> np.ndarray:
+                  rows_per_step: int = 8) -> np.ndarray:
     """[n_langs, n_langs] counts of neurons shared by each pair of languages.
 
     ``lang_index[i]`` and ``neuron_id[i]`` describe one (language, neuron) membership.
@@ -84,8 +84,10 @@ def overlap_matrix(catalog: Catalog, model: str, refset: str = "paper-12",
                    langs: Sequence[str] | None = None, metric: str = "count",
                    selection: str = DEFAULT_SELECTION) -> OverlapMatrix:
     """Shared neurons (``count``) or Jaccard index (``jaccard``) between languages' sets."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from lape_hub.errors import SchemaError
     from lape_hub.languages import resolve_language
     from lape_hub.registry import resolve_model
     from lape_hub.schemas import table_schema
@@ -100,8 +102,12 @@ def overlap_matrix(catalog: Catalog, model: str, refset: str = "paper-12",
         raise NotInCatalogError(
             f"no neuron sets for {spec.alias} · refset {refset} in {catalog.root}; build them "
             f"with: lape-hub build --model {spec.alias} --refset {refset} --corpus PATH")
-    table_schema("neurons").check_file(path)
-    t = pq.ParquetFile(path, read_dictionary=["lang"]).read(columns=["lang", "layer", "neuron"])
+    try:
+        pf = pq.ParquetFile(path, read_dictionary=["lang"])
+        table_schema("neurons").check_arrow_schema(pf.schema_arrow.remove_metadata(), path)
+        t = pf.read(columns=["lang", "layer", "neuron"])
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
     lang_col = t.column("lang").combine_chunks()
     names = lang_col.dictionary.to_pylist()
     codes_in_file = np.asarray(lang_col.indices, dtype=np.int64)
@@ -110,10 +116,8 @@ def overlap_matrix(catalog: Catalog, model: str, refset: str = "paper-12",
     if missing:
         raise NotInCatalogError(f"{spec.alias} · {refset} has no neuron set for {', '.join(missing)}")
     # map the file's dictionary to the wanted order (-1: not wanted)
-    remap = np.full(len(names), -1, dtype=np.int64)
-    for i, name in enumerate(names):
-        if name in wanted:
-            remap[i] = wanted.index(name)
+    position = {name: i for i, name in enumerate(wanted)}
+    remap = np.array([position.get(name, -1) for name in names], dtype=np.int64)
     lang_index = remap[codes_in_file]
     keep = lang_index >= 0
     layer = np.asarray(t.column("layer").combine_chunks(), dtype=np.int64)

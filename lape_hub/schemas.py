@@ -82,8 +82,13 @@ class TableSchema:
             found = pq.read_schema(path)
         except (pa.ArrowInvalid, OSError) as e:
             raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
+        self.check_arrow_schema(found, path)
+
+    def check_arrow_schema(self, found: pa.Schema, path: Path) -> None:
+        """``found`` (a file's schema) must match this schema; the error names ``path``."""
         want = {f.name: f.type for f in self.arrow}
-        got = {f.name: f.type for f in found}
+        got = {f.name: f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+               for f in found}
         if want != got:
             diff = sorted(set(want.items()) ^ set(got.items()), key=str)[:3]
             raise SchemaError(f"{path} does not match schema {self.table!r} v{self.version} "
