@@ -20,10 +20,10 @@ import importlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lape_hub.atomic import atomic_dir
 from lape_hub.errors import HubError, LapeHubError
 from lape_hub.paths import cache_dir
 
@@ -126,8 +126,7 @@ def ensure_gguf_cache(spec: ModelSpecLike, *, force: bool = False) -> Path:
             return target  # another process converted it while we waited
         pkg = _import_gguf_package(spec.gguf_package)
         gguf_file = getattr(spec, "gguf_file", None) or pkg.MODEL_NAME
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{spec.alias}-", dir=target.parent))
-        try:
+        with atomic_dir(target) as tmp:
             gguf_dir = tmp / "_gguf"
             gguf_path = pkg.assemble(gguf_dir / gguf_file)  # checks the sha256
             _convert_gguf(gguf_path, tmp)
@@ -142,15 +141,8 @@ def ensure_gguf_cache(spec: ModelSpecLike, *, force: bool = False) -> Path:
                 "repo_id": spec.repo_id,
             }
             (tmp / _MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-            tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any other
             for f in tmp.iterdir():
                 f.chmod(0o644)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -49,7 +49,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -60,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lape_hub import __version__
+from lape_hub.atomic import atomic_dir
 from lape_hub.errors import AdapterMismatchError, LapeHubError
 from lape_hub.ffn import FfnLayer, find_ffn_layers
 
@@ -780,18 +780,10 @@ def merge_adapter(folder: str | os.PathLike, out_dir: str | os.PathLike, *, base
     model, tok = load_model(source, dtype=dtype)
     name = None if (base and os.path.exists(base)) else source
     merged = apply_adapter(model, folder, model_name=name, merge=True)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
         shutil.copy2(folder / ADAPTER_CONFIG_NAME, tmp / ADAPTER_CONFIG_NAME)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

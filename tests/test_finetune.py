@@ -32,15 +32,6 @@ WORDS = ("il kien dar baħar ħobż xemx qamar tifel tifla kelb qattus ilma triq
          "skola ktieb ħabib omm missier ġnien").split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from 2 threads; on a busy machine OpenMP barriers stall them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """A synthetic SIB-200-shaped folder: <root>/mlt_Latn/{train,dev}.tsv."""

@@ -32,15 +32,6 @@ from lape_hub.sparse_adapter import (
 FAMILIES = ["llama", "gemma3", "phi3"]  # phi3: fused gate_up_proj
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from 2 threads; on a busy machine OpenMP barriers stall them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _neuron_set(seed: int = 0, per_layer: int = 5, model: str = "tiny") -> NeuronSet:
     rng = np.random.default_rng(seed)
     layers = [rng.choice(D_FFN, size=per_layer, replace=False) for _ in range(N_LAYERS)]
