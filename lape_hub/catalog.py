@@ -215,8 +215,7 @@ class Catalog:
         """{(refset, selection): [langs]} of ``model``'s neuron sets."""
         out: dict[tuple[str, str], list[str]] = {}
         for entry in self.entries("neurons", model=model):
-            langs = pq.read_table(entry.path, columns=["lang"]).column("lang").unique()
-            out[(entry.key["refset"], entry.key["selection"])] = sorted(langs.to_pylist())
+            out[(entry.key["refset"], entry.key["selection"])] = sorted(_distinct(entry.path, "lang"))
         return out
 
     def neuron_set(self, model: str, lang: str, refset: str | None = None,
@@ -295,9 +294,13 @@ class Catalog:
                 if "lang" in entry.key:
                     row["langs"].add(entry.key["lang"])
                 else:
-                    langs = pq.read_table(entry.path, columns=["lang"]).column("lang").unique() \
-                        if "lang" in table_schema(table).columns else pa.array([])
-                    row["langs"].update(langs.to_pylist())
+                    if "lang" in table_schema(table).columns:
+                        row["langs"].update(_distinct(entry.path, "lang"))
+                    else:  # e.g. lape: the languages are the entry's params
+                        first = pq.ParquetFile(entry.path).read_row_group(0, columns=["params"])
+                        if first.num_rows:
+                            params = json.loads(first.column("params")[0].as_py())
+                            row["langs"].update(params.get("langs", []))
         out = []
         for row in rows.values():
             row["langs"] = len(row["langs"])
@@ -311,6 +314,11 @@ class Catalog:
         for table in table_names():
             for entry in self.entries(table):
                 yield entry.path
+
+
+def _distinct(path: Path, column: str) -> set:
+    """Distinct values of one column (ParquetFile, not pyarrow.dataset: no pandas import)."""
+    return set(pq.ParquetFile(path).read(columns=[column]).column(column).to_pylist())
 
 
 class _LockGuard:
