@@ -297,6 +297,7 @@ class Catalog:
                     if "lang" in table_schema(table).columns:
                         row["langs"].update(_distinct(entry.path, "lang"))
                     else:  # e.g. lape: the languages are the entry's params
+                        table_schema(table).check_file(entry.path)
                         first = pq.ParquetFile(entry.path).read_row_group(0, columns=["params"])
                         if first.num_rows:
                             params = json.loads(first.column("params")[0].as_py())
@@ -318,7 +319,10 @@ class Catalog:
 
 def _distinct(path: Path, column: str) -> set:
     """Distinct values of one column (ParquetFile, not pyarrow.dataset: no pandas import)."""
-    return set(pq.ParquetFile(path).read(columns=[column]).column(column).to_pylist())
+    try:
+        return set(pq.ParquetFile(path).read(columns=[column]).column(column).to_pylist())
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
 
 
 class _LockGuard:

@@ -126,7 +126,8 @@ def test_bad_input_one_line_exit_2(catalog, args, needle):
 def test_corrupt_parquet_names_file(catalog):
     path = next(catalog.root.glob("neurons/**/data.parquet"))
     path.write_bytes(b"garbage")
-    for args in (["fetch", "--model", "gemma-3-270m", "--lang", "mt"], ["sql", "SELECT 1"]):
+    for args in (["fetch", "--model", "gemma-3-270m", "--lang", "mt"], ["sql", "SELECT 1"],
+                 ["list"], ["overlap", "--model", "gemma-3-270m", "--refset", "test-4"]):
         r = run_main(*args, env={"LAPE_HUB_CATALOG": str(catalog.root)})
         assert r.returncode == 2 and str(path) in r.stderr and r.stderr.count("\n") == 1
 
