@@ -13,13 +13,22 @@ from pathlib import Path
 import numpy as np
 
 from lape_hub.catalog import Catalog
+from lape_hub.languages import resolve_language
 from lape_hub.overlap import overlap_matrix
 from lape_hub.registry import resolve_model
 
+# Pairs shown when both languages are in the refset (the paper's, then wider ones).
 PAIRS_RELATED = [("slk_Latn", "slv_Latn"), ("lvs_Latn", "lit_Latn"), ("mkd_Cyrl", "slv_Latn"),
-                 ("afr_Latn", "isl_Latn")]
+                 ("afr_Latn", "isl_Latn"), ("ces_Latn", "slk_Latn"), ("hrv_Latn", "bos_Latn"),
+                 ("hrv_Latn", "srp_Cyrl"), ("hin_Deva", "urd_Arab"), ("spa_Latn", "por_Latn"),
+                 ("glg_Latn", "por_Latn"), ("nob_Latn", "nno_Latn"), ("dan_Latn", "nob_Latn"),
+                 ("zsm_Latn", "ind_Latn"), ("afr_Latn", "nld_Latn"), ("bel_Cyrl", "ukr_Cyrl"),
+                 ("kaz_Cyrl", "kir_Cyrl"), ("tur_Latn", "azj_Latn"), ("arb_Arab", "arz_Arab"),
+                 ("zho_Hans", "zho_Hant")]
 PAIRS_UNRELATED = [("slk_Latn", "kat_Geor"), ("lvs_Latn", "npi_Deva"), ("mlt_Latn", "kat_Geor"),
-                   ("cym_Latn", "est_Latn")]
+                   ("cym_Latn", "est_Latn"), ("tur_Latn", "spa_Latn"), ("fin_Latn", "ind_Latn"),
+                   ("eus_Latn", "swh_Latn"), ("hun_Latn", "por_Latn"), ("rus_Cyrl", "kaz_Cyrl"),
+                   ("hin_Deva", "mar_Deva"), ("jpn_Jpan", "kor_Hang")]
 
 
 def section(cat: Catalog, model: str, refset: str) -> list[str]:
@@ -38,12 +47,18 @@ def section(cat: Catalog, model: str, refset: str) -> list[str]:
            f"tau_bar = {params.get('tau_bar', float('nan')):.4f}; "
            f"{params.get('n_selected', '?')} neurons kept of {spec.n_neurons:,} "
            f"(top_rate {params.get('top_rate')}).", "",
-           "| language | neurons | trainable params | share of model | tokens counted |",
-           "|---|---:|---:|---:|---:|"]
+           "| language | name | neurons | trainable params | share of model | tokens counted |",
+           "|---|---|---:|---:|---:|---:|"]
     tokens = params.get("n_tokens", {})
-    for ns in sorted(sets, key=lambda s: -s.n_neurons):
-        out.append(f"| {ns.lang} | {ns.n_neurons:,} | {ns.trainable_params / 1e6:.2f}M | "
-                   f"{100 * ns.share:.2f} % | {tokens.get(ns.lang, 0):,} |")
+    for ns in sorted(sets, key=lambda s: (-s.n_neurons, s.lang)):
+        out.append(f"| {ns.lang} | {resolve_language(ns.lang).name} | {ns.n_neurons:,} | "
+                   f"{ns.trainable_params / 1e6:.2f}M | {100 * ns.share:.2f} % | "
+                   f"{tokens.get(ns.lang, 0):,} |")
+    sizes = np.array([s.n_neurons for s in sets])
+    empty = sorted(s.lang for s in sets if s.n_neurons == 0)
+    out += ["", f"Neurons per language: median {np.median(sizes):,.0f}, "
+            f"range {sizes.min():,}–{sizes.max():,}. Languages with an empty set: "
+            f"{len(empty)}" + (f" ({', '.join(empty)})." if empty else ".")]
     per_layer = np.sum([s.per_layer for s in sets], axis=0)
     thirds = np.array_split(per_layer, 3)
     total = max(int(per_layer.sum()), 1)
@@ -68,7 +83,44 @@ def section(cat: Catalog, model: str, refset: str) -> list[str]:
     vals = m.values[~np.eye(len(m.langs), dtype=bool)]
     out += [f"Mean pairwise Jaccard over all {len(m.langs)} languages: {vals.mean():.3f} "
             f"(max {vals.max():.3f}).", ""]
+    if len(m.langs) > 12:
+        out += grouped_overlap(m)
     return out
+
+
+def grouped_overlap(m) -> list[str]:
+    """Mean Jaccard of all pairs, grouped by whether they share a family and a script.
+
+    Separates *language* neurons from *script* neurons: if sets were mostly script
+    detectors, same-script pairs of different families would overlap as much as
+    same-family pairs.
+    """
+    info = [resolve_language(x) for x in m.langs]
+    vals = m.values
+    groups: dict[str, list[float]] = {}
+    for i in range(len(info)):
+        for j in range(i + 1, len(info)):
+            a, b = info[i], info[j]
+            if a.iso639_3 == b.iso639_3:
+                key = "same language, other script"
+            else:
+                fam = "same family" if a.family == b.family else "different family"
+                scr = "same script" if a.script == b.script else "different script"
+                key = f"{fam}, {scr}"
+            groups.setdefault(key, []).append(float(vals[i, j]))
+    order = ["same language, other script", "same family, same script",
+             "same family, different script", "different family, same script",
+             "different family, different script"]
+    out = ["Overlap by relation, all pairs (family as in `registry/languages.toml`, a coarse "
+           "top-level family such as Indo-European):", "",
+           "| pairs | n | mean Jaccard | median | share with Jaccard > 0.1 |",
+           "|---|---:|---:|---:|---:|"]
+    for key in order:
+        v = np.array(groups.get(key, []))
+        if v.size:
+            out.append(f"| {key} | {v.size:,} | {v.mean():.3f} | {np.median(v):.3f} | "
+                       f"{100 * (v > 0.1).mean():.1f} % |")
+    return out + [""]
 
 
 def verify_section(path: Path) -> list[str]:
