@@ -193,6 +193,7 @@ def verify_neuron_sets(
     corpus: str,
     refset: str = "paper-12",
     langs: Sequence[str] | None = None,
+    eval_langs: Sequence[str] | None = None,
     split: str = "dev",
     max_tokens: int | None = 4096,
     seq_len: int = 512,
@@ -203,8 +204,10 @@ def verify_neuron_sets(
 ) -> PerplexityMatrix:
     """:func:`perplexity_matrix` for a catalog's neuron sets of ``model`` and ``refset``.
 
-    Rows: ``langs`` (default: every language of the reference set); columns: every language
-    of the reference set, on ``split`` of ``corpus`` (``max_tokens`` held-out tokens each).
+    Rows: ``langs`` (default: every language of the reference set); columns: ``eval_langs``
+    (default: every language of the reference set), on ``split`` of ``corpus``
+    (``max_tokens`` held-out tokens each). With a large reference set, restrict both: the
+    cost is (1 + rows) x columns perplexity passes.
 
     >>> from lape_hub import Catalog
     >>> m = verify_neuron_sets(Catalog(), "gemma-3-270m", corpus="../shared/data/sib200",
@@ -225,7 +228,8 @@ def verify_neuron_sets(
         all_langs = sorted({l for (r, _sel), ls in found.items() if r == name for l in ls})
     zeroed = [resolve_language(l).code for l in langs] if langs else all_langs
     sets = {code: catalog.neuron_set(spec.alias, code, refset=name) for code in zeroed}
-    texts = {code: read_documents(corpus, code, split) for code in all_langs}
+    columns = [resolve_language(l).code for l in eval_langs] if eval_langs else all_langs
+    texts = {code: read_documents(corpus, code, split) for code in columns}
     mdl, tok = load_model(spec, device=device, dtype=dtype)
     return perplexity_matrix(mdl, tok, sets, texts, seq_len=seq_len, max_tokens=max_tokens,
                              batch_size=batch_size, progress=progress)

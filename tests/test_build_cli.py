@@ -118,6 +118,12 @@ def test_build_then_add_one_language(tiny_registry):
     rows = [line.split(",") for line in r.stdout.strip().splitlines()[1:]]
     assert len(rows) == 9 and {row[0] for row in rows} == {"mlt_Latn", "npi_Deva", "mkd_Cyrl"}
     assert all(float(row[2]) > 1.0 for row in rows)  # baseline perplexities
+    r = cli("verify", "--model", "tiny-llama", "--refset", "tiny-3", "--corpus", str(corpus),
+            "--split", "train", "--max-tokens", "128", "--seq-len", "64", "--format", "csv",
+            "--langs", "ne", "--eval-langs", "mt,ne")
+    assert r.exit_code == 0, r.output
+    rows = [line.split(",") for line in r.stdout.strip().splitlines()[1:]]
+    assert [(row[0], row[1]) for row in rows] == [("npi_Deva", "mlt_Latn"), ("npi_Deva", "npi_Deva")]
 
 
 def test_build_refuses_bad_corpora(tiny_registry):

@@ -116,3 +116,8 @@ def test_verify_neuron_sets_from_a_catalog(monkeypatch):
     assert m.langs == ["npi_Deva"] and m.eval_langs == langs and m.ppl.shape == (1, 3)
     assert "| (baseline) |" in m.to_markdown()
     assert m.to_csv().splitlines()[0] == "zeroed,eval_lang,baseline_ppl,ppl,increase"
+    only = verify_neuron_sets(FakeCatalog(), "gemma-3-270m", corpus=str(corpus), refset="mini",
+                              langs=["npi_Deva"], eval_langs=["ne", "mt"], split="train",
+                              progress=False)
+    assert only.eval_langs == ["npi_Deva", "mlt_Latn"] and only.ppl.shape == (1, 2)
+    np.testing.assert_allclose(only.ppl[0], m.ppl[0, [2, 1]], rtol=1e-5)

@@ -101,6 +101,8 @@ def build(model, refset, langs, corpus, split, max_tokens, seq_len, batch_size, 
 @click.option("--model", required=True)
 @click.option("--refset", default="paper-12", show_default=True)
 @click.option("--langs", multiple=True, help="Languages whose neurons are zeroed (default: all).")
+@click.option("--eval-langs", multiple=True,
+              help="Languages perplexity is measured on (default: all of the refset).")
 @click.option("--corpus", required=True, help="Held-out text (SIB-200 layout folder or file).")
 @click.option("--split", default="dev", show_default=True)
 @click.option("--max-tokens", type=int, default=4096, show_default=True,
@@ -109,12 +111,14 @@ def build(model, refset, langs, corpus, split, max_tokens, seq_len, batch_size, 
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "markdown"]), default="table")
 @catalog_option
-def verify(model, refset, langs, corpus, split, max_tokens, seq_len, device, fmt, catalog_dir):
+def verify(model, refset, langs, eval_langs, corpus, split, max_tokens, seq_len, device, fmt,
+           catalog_dir):
     """Zero one language's neurons at a time; print perplexity increases on every language."""
     from lape_hub.verify import verify_neuron_sets
 
     result = verify_neuron_sets(open_catalog(catalog_dir), model, refset=refset,
-                                langs=split_langs(langs) or None, corpus=corpus, split=split,
+                                langs=split_langs(langs) or None,
+                                eval_langs=split_langs(eval_langs) or None, corpus=corpus, split=split,
                                 max_tokens=max_tokens, seq_len=seq_len, device=device)
     if fmt == "csv":
         click.echo(result.to_csv(), nl=False)
