@@ -2,7 +2,8 @@
 distribution, and the overlap of related vs unrelated languages. Everything is read from
 the catalog (nothing hard-coded), so rerunning after a build refreshes the report.
 
-    python scripts/report_catalog.py --model gemma-3-270m --refset paper-12 [--refset flores-200]
+    python scripts/report_catalog.py --model gemma-3-270m --refset paper-12 --refset flores-200 \\
+        --verify-md paper-12=docs/gemma-3-270m.verify.md
 """
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ PAIRS_RELATED = [("slk_Latn", "slv_Latn"), ("lvs_Latn", "lit_Latn"), ("mkd_Cyrl"
                  ("glg_Latn", "por_Latn"), ("nob_Latn", "nno_Latn"), ("dan_Latn", "nob_Latn"),
                  ("zsm_Latn", "ind_Latn"), ("afr_Latn", "nld_Latn"), ("bel_Cyrl", "ukr_Cyrl"),
                  ("kaz_Cyrl", "kir_Cyrl"), ("tur_Latn", "azj_Latn"), ("arb_Arab", "arz_Arab"),
-                 ("zho_Hans", "zho_Hant")]
+                 ("zho_Hans", "zho_Hant"), ("hin_Deva", "mar_Deva")]
 PAIRS_UNRELATED = [("slk_Latn", "kat_Geor"), ("lvs_Latn", "npi_Deva"), ("mlt_Latn", "kat_Geor"),
                    ("cym_Latn", "est_Latn"), ("tur_Latn", "spa_Latn"), ("fin_Latn", "ind_Latn"),
                    ("eus_Latn", "swh_Latn"), ("hun_Latn", "por_Latn"), ("rus_Cyrl", "kaz_Cyrl"),
-                   ("hin_Deva", "mar_Deva"), ("jpn_Jpan", "kor_Hang")]
+                   ("hin_Deva", "tam_Taml"), ("jpn_Jpan", "kor_Hang")]
 
 
 def section(cat: Catalog, model: str, refset: str) -> list[str]:
@@ -123,28 +124,62 @@ def grouped_overlap(m) -> list[str]:
     return out + [""]
 
 
-def verify_section(path: Path) -> list[str]:
-    """The `lape-hub verify --format markdown` matrix, plus what its diagonal says."""
+def refset_comparison(cat: Catalog, model: str, small: str, large: str) -> list[str]:
+    """How a language's set changes when the reference set grows (e.g. 12 -> 205 languages)."""
+    spec = resolve_model(model)
+    avail = {r: ls for (r, _sel), ls in cat.neuron_sets_available(spec.alias).items()}
+    if small not in avail or large not in avail:
+        return []
+    both = [x for x in avail[small] if x in set(avail[large])]
+    out = [f"## The same languages in `{small}` and `{large}`", "",
+           f"A neuron is language-specific only relative to the languages it is compared with. "
+           f"For the {len(both)} languages in both reference sets:", "",
+           f"| language | neurons ({small}) | neurons ({large}) | shared | "
+           f"share of the {small} set kept |", "|---|---:|---:|---:|---:|"]
+    for lang in both:
+        a = cat.neuron_set(spec.alias, lang, refset=small)
+        b = cat.neuron_set(spec.alias, lang, refset=large)
+        shared = len(np.intersect1d(a.global_ids(), b.global_ids()))
+        out.append(f"| {lang} | {a.n_neurons:,} | {b.n_neurons:,} | {shared:,} | "
+                   f"{100 * shared / max(a.n_neurons, 1):.0f} % |")
+    return out + [""]
+
+
+def verify_section(refset: str, path: Path, model: str) -> list[str]:
+    """A `lape-hub verify --format markdown` matrix, plus what its diagonal says.
+
+    Rows are zeroed languages, columns evaluated ones; columns may include languages that
+    are not rows (e.g. English as a control).
+    """
     text = path.read_text().strip()
-    rows = [r.strip("|").split("|") for r in text.splitlines() if r.startswith("|")]
-    langs = [c.strip() for c in rows[0][1:]]
+    rows = [[c.strip() for c in r.strip().strip("|").split("|")]
+            for r in text.splitlines() if r.startswith("|")]
+    cols = rows[0][1:]
     base = np.array([float(c) for c in rows[2][1:]])
-    inc = np.array([[float(c) for c in r[1:]] for r in rows[3:]])
-    rel = inc / base[None, :]
-    n = len(langs)
-    diag = np.diag(rel)
-    off = rel[~np.eye(n, dtype=bool)]
-    own_is_max = sum(int(np.argmax(rel[i]) == i) for i in range(n))
-    return ["## Are the sets real? Zeroing one language's neurons", "",
-            "`lape-hub verify --model gemma-3-270m --refset paper-12 --corpus ../shared/data/sib200 "
-            "--split dev --max-tokens 1024 --format markdown`: rows are the zeroed language's "
-            "neurons, columns the held-out (SIB-200 dev) language; cells are perplexity "
-            "increases over the baseline row.", "", text, "",
-            f"Relative increase on the zeroed language itself: median {100 * np.median(diag):.0f} % "
-            f"(range {100 * diag.min():.0f}–{100 * diag.max():.0f} %); on the other languages: "
-            f"median {100 * np.median(off):.1f} % (max {100 * off.max():.0f} %). "
-            f"For {own_is_max} of {n} languages the largest relative increase of its row is on "
-            "its own language.", ""]
+    zeroed = [r[0] for r in rows[3:]]
+    rel = np.array([[float(c) for c in r[1:]] for r in rows[3:]]) / base[None, :]
+    own = np.array([rel[i, cols.index(z)] for i, z in enumerate(zeroed)])
+    mask = np.ones_like(rel, dtype=bool)
+    for i, z in enumerate(zeroed):
+        mask[i, cols.index(z)] = False
+    off = rel[mask]
+    own_is_max = sum(int(np.argmax(rel[i]) == cols.index(z)) for i, z in enumerate(zeroed))
+    extra = [c for c in cols if c not in zeroed]
+    lines = [f"### Neuron sets of refset `{refset}`", "",
+             f"`lape-hub verify --model {model} --refset {refset} --langs <the {len(zeroed)}>"
+             + (f" --eval-langs <the {len(zeroed)}>,{','.join(extra)}" if extra else "")
+             + " --corpus ../shared/data/sib200 --split dev --max-tokens 1024 --format markdown`",
+             "", text, "",
+             f"Relative increase on the zeroed language itself: median {100 * np.median(own):.0f} % "
+             f"(range {100 * own.min():.0f}–{100 * own.max():.0f} %); on the other columns: "
+             f"median {100 * np.median(off):.1f} % (max {100 * off.max():.0f} %). "
+             f"For {own_is_max} of {len(zeroed)} languages the largest relative increase of its "
+             "row is on its own language."]
+    for c in extra:
+        v = rel[:, cols.index(c)]
+        lines[-1] += (f" {c} (not a row, a control): median {100 * np.median(v):.1f} %, "
+                      f"max {100 * v.max():.0f} %.")
+    return lines + [""]
 
 
 def main() -> None:
@@ -154,8 +189,9 @@ def main() -> None:
     ap.add_argument("--catalog", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--intro", default=None, help="A markdown file to put first.")
-    ap.add_argument("--verify-md", default=None,
-                    help="Output of `lape-hub verify --format markdown` to include.")
+    ap.add_argument("--verify-md", action="append", default=[], metavar="REFSET=PATH",
+                    help="Output of `lape-hub verify --refset REFSET --format markdown` to include "
+                         "(repeatable).")
     args = ap.parse_args()
     cat = Catalog(args.catalog)
     lines = [f"# {args.model} in the catalog", ""]
@@ -165,8 +201,15 @@ def main() -> None:
     lines += [f"Activation counts stored for {len(counted)} languages.", ""]
     for refset in args.refset or ["paper-12", "flores-200"]:
         lines += section(cat, args.model, refset)
+    if args.refset and len(args.refset) >= 2:
+        lines += refset_comparison(cat, args.model, args.refset[0], args.refset[1])
     if args.verify_md:
-        lines += verify_section(Path(args.verify_md))
+        lines += ["## Are the sets real? Zeroing one language's neurons", "",
+                  "Rows are the zeroed language's neurons, columns the held-out (SIB-200 dev) "
+                  "language; cells are perplexity increases over the baseline row.", ""]
+        for item in args.verify_md:
+            refset, _, path = item.rpartition("=")
+            lines += verify_section(refset or "paper-12", Path(path), args.model)
     out = Path(args.out or f"docs/{args.model}.md")
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
