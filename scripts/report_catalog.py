@@ -3,7 +3,7 @@ distribution, and the overlap of related vs unrelated languages. Everything is r
 the catalog (nothing hard-coded), so rerunning after a build refreshes the report.
 
     python scripts/report_catalog.py --model gemma-3-270m --refset paper-12 --refset flores-200 \\
-        --verify-md paper-12=docs/gemma-3-270m.verify.md
+        --verify-md paper-12=docs/gemma-3-270m.verify-paper-12.md
 """
 from __future__ import annotations
 
