@@ -198,7 +198,12 @@ def main() -> None:
     if args.intro:
         lines += [Path(args.intro).read_text().rstrip(), ""]
     counted = {e.key["lang"] for e in cat.entries("activation_counts", model=args.model)}
-    lines += [f"Activation counts stored for {len(counted)} languages.", ""]
+    sizes = {table: sum(f.stat().st_size for f in
+                        (cat.root / table / f"model={args.model}").rglob("*.parquet"))
+             for table in ("activation_counts", "lape", "neurons")}
+    lines += [f"Activation counts stored for {len(counted)} languages. Parquet in the catalog "
+              "for this model: " + ", ".join(f"{t} {b / 2**20:.1f} MiB" for t, b in sizes.items())
+              + ".", ""]
     for refset in args.refset or ["paper-12", "flores-200"]:
         lines += section(cat, args.model, refset)
     if args.refset and len(args.refset) >= 2:
