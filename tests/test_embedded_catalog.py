@@ -1,0 +1,40 @@
+"""The shipped catalog/ is consistent: the Gemma-3-270M neuron sets are exactly what LAPE
+selection gives on the stored activation counts, and plan finds nothing missing or stale."""
+import numpy as np
+import pytest
+
+from lape_hub.builder import model_revision, plan, read_counts
+from lape_hub.catalog import Catalog
+from lape_hub.lape import select_lape
+from lape_hub.registry import resolve_model, resolve_refset
+
+CORPUS = "sib200:train@16384"
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return Catalog()  # the default: the repository's catalog/
+
+
+@pytest.mark.parametrize("refset", ["paper-12", "flores-200"])
+def test_gemma_sets_are_lape_of_the_stored_counts(embedded, refset):
+    spec = resolve_model("gemma-3-270m")
+    langs = list(resolve_refset(refset).langs)
+    stored = read_counts(embedded, spec.alias, langs, revision=model_revision(spec), corpus=CORPUS)
+    assert (stored.n_tokens == 16384).all()
+    expected = select_lape(stored.over_zero, stored.n_tokens)
+    for k, lang in enumerate(langs):
+        ns = embedded.neuron_set(spec.alias, lang, refset=refset)
+        got = [(layer, int(n)) for layer, idx in enumerate(ns.layers) for n in idx]
+        assert got == expected.neurons(k), lang
+        assert ns.n_neurons > 0
+    assert plan(embedded, spec.alias, refset, corpus=CORPUS).up_to_date
+
+
+def test_flores_sets_are_fewer_than_paper_sets(embedded):
+    """More languages to be specific against: each paper language's set shrinks."""
+    for lang in resolve_refset("paper-12").langs:
+        small = embedded.neuron_set("gemma-3-270m", lang, refset="paper-12")
+        large = embedded.neuron_set("gemma-3-270m", lang, refset="flores-200")
+        assert large.n_neurons < small.n_neurons
+        assert np.isin(large.global_ids(), small.global_ids()).mean() > 0.5
