@@ -60,14 +60,19 @@ def shared_counts(lang_index: np.ndarray, neuron_id: np.ndarray, n_langs: int,
     is the popcount of the AND of two bitsets. No BLAS: exact integers, and fast on
     machines whose BLAS is slow.
     """
-    lang_index = np.asarray(lang_index, dtype=np.int64)
-    neuron_id = np.asarray(neuron_id, dtype=np.int64)
+    lang_index = np.asarray(lang_index)
+    neuron_id = np.asarray(neuron_id)
     if neuron_id.size == 0:
         return np.zeros((n_langs, n_langs), dtype=np.int64)
     present = np.bincount(neuron_id) > 0
-    column = np.cumsum(present) - 1                  # neuron id -> dense column
-    member = np.zeros((n_langs, int(present.sum())), dtype=bool)
-    member[lang_index, column[neuron_id]] = True
+    column = np.cumsum(present, dtype=np.int32) - 1  # neuron id -> dense column
+    n_cols = int(column[-1]) + 1
+    member = np.zeros(n_langs * n_cols, dtype=bool)
+    flat = lang_index.astype(np.int64 if n_langs * n_cols >= 2**31 else np.int32)
+    flat *= n_cols
+    flat += column[neuron_id]
+    member[flat] = True
+    member = member.reshape(n_langs, n_cols)
     packed = np.packbits(member, axis=1)
     packed = np.pad(packed, ((0, 0), (0, (-packed.shape[1]) % 8))).view(np.uint64)
     out = np.empty((n_langs, n_langs), dtype=np.int64)
@@ -110,18 +115,20 @@ def overlap_matrix(catalog: Catalog, model: str, refset: str = "paper-12",
         raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
     lang_col = t.column("lang").combine_chunks()
     names = lang_col.dictionary.to_pylist()
-    codes_in_file = np.asarray(lang_col.indices, dtype=np.int64)
+    codes_in_file = np.asarray(lang_col.indices)
     wanted = [resolve_language(x).code for x in langs] if langs else sorted(set(names))
     missing = sorted(set(wanted) - set(names))
     if missing:
         raise NotInCatalogError(f"{spec.alias} · {refset} has no neuron set for {', '.join(missing)}")
     # map the file's dictionary to the wanted order (-1: not wanted)
     position = {name: i for i, name in enumerate(wanted)}
-    remap = np.array([position.get(name, -1) for name in names], dtype=np.int64)
+    remap = np.array([position.get(name, -1) for name in names], dtype=np.int32)
     lang_index = remap[codes_in_file]
-    keep = lang_index >= 0
-    layer = np.asarray(t.column("layer").combine_chunks(), dtype=np.int64)
-    neuron = np.asarray(t.column("neuron").combine_chunks(), dtype=np.int64)
-    gid = (layer * spec.d_ffn + neuron)[keep]
-    shared = shared_counts(lang_index[keep], gid, len(wanted))
+    # global neuron id; int32 holds every model in the registry (n_layers * d_ffn < 2**31)
+    gid = np.asarray(t.column("layer").combine_chunks()) * np.int32(spec.d_ffn)
+    gid += np.asarray(t.column("neuron").combine_chunks())
+    if len(wanted) < len(names):
+        keep = lang_index >= 0
+        lang_index, gid = lang_index[keep], gid[keep]
+    shared = shared_counts(lang_index, gid, len(wanted))
     return OverlapMatrix(wanted, np.diag(shared).copy(), shared, metric)

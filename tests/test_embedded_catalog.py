@@ -38,3 +38,27 @@ def test_flores_sets_are_fewer_than_paper_sets(embedded):
         large = embedded.neuron_set("gemma-3-270m", lang, refset="flores-200")
         assert large.n_neurons < small.n_neurons
         assert np.isin(large.global_ids(), small.global_ids()).mean() > 0.5
+
+
+def test_overlap_of_205_languages_equals_sql_join(embedded):
+    """The bitset overlap against the SQL join it replaces, on real sets."""
+    import duckdb
+
+    from lape_hub.overlap import overlap_matrix
+
+    m = overlap_matrix(embedded, "gemma-3-270m", refset="flores-200")
+    assert len(m.langs) == 205
+    path = embedded.entry_path("neurons", {"model": "gemma-3-270m", "refset": "flores-200",
+                                           "selection": "top0.05-f0.95-b0.95"})
+    rows = duckdb.sql(f"""
+        WITH n AS (SELECT lang, layer, neuron FROM read_parquet('{path}'))
+        SELECT a.lang, b.lang, count(*) FROM n a JOIN n b USING (layer, neuron) GROUP BY ALL
+    """).fetchall()
+    want = np.zeros((205, 205), dtype=np.int64)
+    pos = {x: i for i, x in enumerate(m.langs)}
+    for a, b, c in rows:
+        want[pos[a], pos[b]] = c
+    assert (m.shared == want).all()
+    sub = overlap_matrix(embedded, "gemma-3-270m", refset="flores-200", langs=["sl", "sk", "ka"])
+    idx = [pos["slv_Latn"], pos["slk_Latn"], pos["kat_Geor"]]
+    assert (sub.shared == want[np.ix_(idx, idx)]).all()
