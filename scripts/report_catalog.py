@@ -70,7 +70,8 @@ def section(cat: Catalog, model: str, refset: str) -> list[str]:
     out += ["```", "",
             f"Lower / middle / upper third of the layers: "
             f"{100 * thirds[0].sum() / total:.0f} % / {100 * thirds[1].sum() / total:.0f} % / "
-            f"{100 * thirds[2].sum() / total:.0f} %.", ""]
+            f"{100 * thirds[2].sum() / total:.0f} %; the last layer alone: "
+            f"{100 * per_layer[-1] / total:.0f} %.", ""]
     m = overlap_matrix(cat, spec.alias, refset=refset, metric="jaccard")
     c = overlap_matrix(cat, spec.alias, refset=refset, metric="count")
     rows = []
@@ -121,6 +122,21 @@ def grouped_overlap(m) -> list[str]:
         if v.size:
             out.append(f"| {key} | {v.size:,} | {v.mean():.3f} | {np.median(v):.3f} | "
                        f"{100 * (v > 0.1).mean():.1f} % |")
+    # varieties of one macrolanguage (same ISO 639-1 code) written in one script
+    clusters: dict[tuple[str, str], list[int]] = {}
+    for i, lang in enumerate(info):
+        if lang.iso639_1:
+            clusters.setdefault((lang.iso639_1, lang.script), []).append(i)
+    rows = []
+    for (code, script), idx in sorted(clusters.items()):
+        if len(idx) >= 3:
+            v = vals[np.ix_(idx, idx)][np.triu_indices(len(idx), 1)]
+            rows.append(f"| {code} ({script}) | {len(idx)} | {v.min():.3f} | {np.median(v):.3f} | "
+                        f"{v.max():.3f} |")
+    if rows:
+        out += ["", "Varieties of one macrolanguage in one script (3 or more in the refset):", "",
+                "| ISO 639-1 (script) | varieties | min Jaccard | median | max |",
+                "|---|---:|---:|---:|---:|", *rows]
     return out + [""]
 
 
@@ -135,13 +151,15 @@ def refset_comparison(cat: Catalog, model: str, small: str, large: str) -> list[
            f"A neuron is language-specific only relative to the languages it is compared with. "
            f"For the {len(both)} languages in both reference sets:", "",
            f"| language | neurons ({small}) | neurons ({large}) | shared | "
-           f"share of the {small} set kept |", "|---|---:|---:|---:|---:|"]
+           f"share of the {small} set kept | share of the {large} set inside the {small} set |",
+           "|---|---:|---:|---:|---:|---:|"]
     for lang in both:
         a = cat.neuron_set(spec.alias, lang, refset=small)
         b = cat.neuron_set(spec.alias, lang, refset=large)
         shared = len(np.intersect1d(a.global_ids(), b.global_ids()))
         out.append(f"| {lang} | {a.n_neurons:,} | {b.n_neurons:,} | {shared:,} | "
-                   f"{100 * shared / max(a.n_neurons, 1):.0f} % |")
+                   f"{100 * shared / max(a.n_neurons, 1):.0f} % | "
+                   f"{100 * shared / max(b.n_neurons, 1):.0f} % |")
     return out + [""]
 
 
