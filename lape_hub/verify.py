@@ -120,27 +120,15 @@ def zero_neurons(model: nn.Module, neurons: Any, *, layers: Sequence[FfnLayer] |
 
 
 def perplexity(model: nn.Module, packed: PackedCorpus, *, batch_size: int = 2) -> float:
-    """Token-level perplexity of ``model`` on packed rows (padding and row starts excluded).
+    """Token-level perplexity of ``model`` on packed rows (padding and row starts excluded):
+    ``exp`` of :func:`lape_hub.finetune.evaluate`.
 
     >>> perplexity(model, tokenize_and_pack(texts, tok, 256, min_tokens=2))  # doctest: +SKIP
     31.7
     """
-    device = model.get_input_embeddings().weight.device
-    nll, count = 0.0, 0
-    with torch.inference_mode():
-        for i in range(0, packed.n_sequences, batch_size):
-            ids = packed.input_ids[i : i + batch_size].to(device)
-            mask = packed.attention_mask[i : i + batch_size].to(device)
-            full = bool(mask.all())
-            logits = model(input_ids=ids, attention_mask=None if full else mask, use_cache=False).logits
-            labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-            nll += float(
-                torch.nn.functional.cross_entropy(
-                    logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
-                )
-            )
-            count += int((labels != -100).sum())
-    return math.exp(nll / max(count, 1))
+    from lape_hub.finetune import evaluate
+
+    return math.exp(evaluate(model, packed, batch_size=batch_size))
 
 
 def perplexity_matrix(
