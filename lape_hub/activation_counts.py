@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lape_hub.atomic import atomic_path
 from lape_hub.corpus import PackedCorpus
 from lape_hub.errors import LapeHubError
 from lape_hub.ffn import find_ffn_layers, hook_post_activations, trunk
@@ -90,18 +90,9 @@ class ActivationCounts:
 
 
 def _atomic_savez(path: Path, **arrays: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # through a file handle: np.savez appends ".npz" to names that lack it
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 # --------------------------------------------------------------------------- distributed
@@ -117,11 +108,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def world(self) -> int:
-        """Alias of ``world_size``."""
-        return self.world_size
 
 
 def init_distributed(backend: str | None = None) -> DistInfo:
@@ -141,10 +127,7 @@ def init_distributed(backend: str | None = None) -> DistInfo:
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-    if dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        rank, world = 0, 1
+    rank, world = _dist_world()
     return DistInfo(rank, world, local_rank, f"cuda:{local_rank}" if cuda else "cpu")
 
 

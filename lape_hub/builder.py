@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -233,8 +234,7 @@ def plan(cat: Catalog, model: str, refset: str, *, corpus: str, langs: Sequence[
     ref = resolve_refset(refset)
     codes = [resolve_language(x).code for x in langs] if langs else list(ref.langs)
     have = counted_langs(cat, spec.alias, revision=revision, corpus=corpus)
-    missing = [c for c in ref.langs if c not in have and c in codes] if langs else \
-        [c for c in ref.langs if c not in have]
+    missing = [c for c in ref.langs if c not in have and c in codes]
     status, reason = "current", ""
     key = {"model": spec.alias, "refset": ref.name, "selection": params.key}
     path = cat.entry_path("lape", key)
@@ -250,12 +250,9 @@ def plan(cat: Catalog, model: str, refset: str, *, corpus: str, langs: Sequence[
         elif info.get("langs") != list(ref.langs):
             status, reason = "stale", "reference set changed"
         else:
-            current = {}
-            for lang in ref.langs:
-                for e in cat.entries("activation_counts", model=spec.alias, revision=revision,
-                                     corpus=corpus, lang=lang):
-                    current[lang] = pq.read_table(e.path, columns=["content_hash"]) \
-                        .column("content_hash")[0].as_py()
+            t = cat.read("activation_counts", columns=["lang", "content_hash"],
+                         model=spec.alias, revision=revision, corpus=corpus)
+            current = dict(zip(t.column("lang").to_pylist(), t.column("content_hash").to_pylist()))
             changed = [x for x in ref.langs if info["counts_hashes"].get(x) != current.get(x)]
             if changed:
                 status, reason = "stale", f"counts changed for {', '.join(changed[:6])}"
@@ -274,7 +271,7 @@ class BuildReport:
 def build(cat: Catalog, model: str, refset: str, corpus: str | os.PathLike, *, split: str = "train",
           langs: Sequence[str] | None = None, max_tokens: int | None = None,
           min_tokens: int = 1000, seq_len: int = 512, batch_size: int = 8, device: str = "cpu",
-          dtype: str = "float32", text_column: str = "text", checkpoint_every: int = 64,
+          dtype: str = "float32", text_column: str | None = None, checkpoint_every: int = 64,
           params: SelectionParams = SelectionParams(), progress: bool = True,
           echo: Callable[[str], None] = print) -> BuildReport:
     """Count the missing languages of ``refset`` (or of ``langs``), then update LAPE.
@@ -284,25 +281,27 @@ def build(cat: Catalog, model: str, refset: str, corpus: str | os.PathLike, *, s
     a shard of every language and rank 0 writes the catalog.
     """
     from lape_hub.activation_counts import count_activations, init_distributed
-    from lape_hub.corpus import read_documents, tokenize_and_pack
+    from lape_hub.corpus import iter_documents, tokenize_and_pack
     from lape_hub.models import load_model
     from lape_hub.paths import cache_dir
 
     spec = resolve_model(model)
+    ref = resolve_refset(refset)
+    revision = model_revision(spec)
     cid = corpus_id(corpus, split, max_tokens)
-    the_plan = plan(cat, spec.alias, refset, corpus=cid, langs=langs, params=params)
-    todo = [resolve_language(x).code for x in langs] if langs else the_plan.missing_counts
-    have = counted_langs(cat, spec.alias, revision=the_plan.revision, corpus=cid)
-    todo = [c for c in todo if c not in have]
-    dist = init_distributed() if "WORLD_SIZE" in os.environ else None
-    is_main = dist is None or dist.is_main
+    have = counted_langs(cat, spec.alias, revision=revision, corpus=cid)
+    wanted = [resolve_language(x).code for x in langs] if langs else list(ref.langs)
+    todo = [c for c in wanted if c not in have]
+    dist = init_distributed()  # one process unless launched by torchrun
     report = BuildReport()
-    # read every corpus first so a missing language fails before hours of compute
+    # open every language's corpus (lazily) so a missing one fails before hours of compute
     docs = {}
     for code in todo:
-        docs[code] = read_documents(corpus, code, split, text_column=text_column)
-        if not docs[code]:
+        it = iter_documents(corpus, code, split, text_column=text_column)
+        first = next(it, None)
+        if first is None:
             raise CorpusError(f"corpus {corpus} has no {split} text for {code}")
+        docs[code] = itertools.chain([first], it)
     if todo:
         model_obj, tokenizer = load_model(spec, device=device, dtype=dtype)
         work = cache_dir() / "work" / spec.alias / cid.replace(":", "_").replace("/", "_")
@@ -310,32 +309,29 @@ def build(cat: Catalog, model: str, refset: str, corpus: str | os.PathLike, *, s
         for i, code in enumerate(todo, 1):
             packed = tokenize_and_pack(docs[code], tokenizer, seq_len, max_tokens,
                                        min_tokens=min_tokens, lang=code)
-            if is_main:
+            if dist.is_main:
                 echo(f"[{i}/{len(todo)}] {code}: {packed.n_tokens:,} tokens in "
                      f"{packed.n_sequences} sequences of {seq_len}")
             ckpt = work / f"{code}.ckpt.npz"
             counts = count_activations(model_obj, packed, batch_size=batch_size,
                                        checkpoint_path=ckpt, checkpoint_every=checkpoint_every,
-                                       progress=progress and is_main, desc=code)
-            if is_main:
+                                       progress=progress and dist.is_main, desc=code)
+            if dist.is_main:
                 write_counts(cat, spec.alias, code, counts.over_zero, counts.n_tokens,
-                             revision=the_plan.revision, corpus=cid,
+                             revision=revision, corpus=cid,
                              params={"corpus_source": Path(str(corpus)).name, "split": split,
                                      "max_tokens": max_tokens, "seq_len": seq_len,
                                      "n_sequences": packed.n_sequences,
                                      "n_documents": packed.n_documents, "dtype": dtype,
-                                     "device": device, "world_size": dist.world if dist else 1})
+                                     "device": device, "world_size": dist.world_size})
             for leftover in work.glob(f"{code}.ckpt*"):
                 leftover.unlink(missing_ok=True)
             report.counted.append(code)
             report.tokens[code] = counts.n_tokens
-    if is_main:
-        ref = resolve_refset(refset)
-        have = counted_langs(cat, spec.alias, revision=the_plan.revision, corpus=cid)
-        report.waiting_for = [c for c in ref.langs if c not in have]
+    if dist.is_main:
         after = plan(cat, spec.alias, refset, corpus=cid, params=params)
+        report.waiting_for = after.missing_counts
         if not report.waiting_for and after.lape_status != "current":
-            update_lape(cat, spec.alias, ref.name, revision=the_plan.revision, corpus=cid,
-                        params=params)
+            update_lape(cat, spec.alias, ref.name, revision=revision, corpus=cid, params=params)
             report.lape_updated = True
     return report

@@ -175,22 +175,26 @@ def iter_documents(
     lang: str | None = None,
     split: str = "train",
     *,
-    text_column: str = "text",
+    text_column: str | None = None,
 ) -> Iterator[str]:
-    """Documents of ``lang`` from a file, a per-language folder or a Hub dataset (lazily)."""
+    """Documents of ``lang`` from a file, a per-language folder or a Hub dataset (lazily).
+
+    ``text_column`` defaults to ``text`` for local files and to the preset of a known Hub
+    dataset (:data:`HF_PRESETS`).
+    """
     s = os.fspath(source)
     p = Path(s).expanduser()
     if p.is_file():
-        return iter_file_documents(p, text_column=text_column)
+        return iter_file_documents(p, text_column=text_column or "text")
     if p.is_dir():
         if lang is None:
             raise CorpusError(f"{p} is a folder of languages; name the language")
-        return iter_file_documents(_language_file(p, lang, split), text_column=text_column)
+        return iter_file_documents(_language_file(p, lang, split), text_column=text_column or "text")
     if s.startswith("hf:") or _HF_NAME.match(s):
         if lang is None:
             raise CorpusError(f"Hub dataset {s!r}: name the language")
         repo = s.removeprefix("hf:")
-        return iter_hf_documents(repo, lang, split, text_column=None if text_column == "text" else text_column)
+        return iter_hf_documents(repo, lang, split, text_column=text_column)
     raise CorpusError(f"corpus {s!r} not found (not a file, folder or Hub dataset name)")
 
 
@@ -199,7 +203,7 @@ def read_documents(
     lang: str | None = None,
     split: str = "train",
     *,
-    text_column: str = "text",
+    text_column: str | None = None,
     max_documents: int | None = None,
 ) -> list[str]:
     """A list of documents of ``lang`` (see :func:`iter_documents`); at most ``max_documents``.

@@ -60,7 +60,8 @@ def plan(model, refset, corpus, split, max_tokens, top_rate, filter_rate, bar_ra
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16, float16")
-@click.option("--text-column", default="text", show_default=True)
+@click.option("--text-column", default=None,
+              help="Column of .jsonl/.parquet/Hub text (default: text, or the Hub preset).")
 @click.option("--checkpoint-every", type=int, default=64, show_default=True,
               help="Checkpoint counts every N sequences.")
 @_selection_opts
@@ -86,9 +87,9 @@ def build(model, refset, langs, corpus, split, max_tokens, seq_len, batch_size, 
                        text_column=text_column, checkpoint_every=checkpoint_every,
                        params=_params(top_rate, filter_rate, bar_rate), progress=not quiet,
                        echo=click.echo)
-    import os
+    from lape_hub.activation_counts import init_distributed
 
-    if os.environ.get("RANK", "0") != "0":
+    if not init_distributed().is_main:  # the group exists by now: this only reads the rank
         return
     click.echo(f"counted {len(report.counted)} languages "
                f"({sum(report.tokens.values()):,} tokens)")
