@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lape_hub.atomic import atomic_path
 from lape_hub.errors import LapeHubError
 from lape_hub.ffn import find_ffn_layers
 from lape_hub.sparse_adapter import (
@@ -395,15 +396,8 @@ def default_out_dir(cfg: FinetuneConfig, run: str) -> Path:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{os.getpid()}-{path.name}"
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -449,9 +443,8 @@ def _save_artifact(prep: _Prepared, adapter: AdapterConfig, folder: Path) -> Non
         prep.model.save_pretrained(str(folder))
     else:
         state = {n: t.contiguous() for n, t in _trainable_state(prep.model).items()}
-        tmp = folder / f".tmp-{DENSE_WEIGHTS_NAME}"
-        save_file(state, str(tmp), metadata={"format": "lape-hub-adapter", "method": adapter.method})
-        os.replace(tmp, folder / DENSE_WEIGHTS_NAME)
+        with atomic_path(folder / DENSE_WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "lape-hub-adapter", "method": adapter.method})
     adapter.save(folder)
 
 

@@ -16,7 +16,6 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import datetime, timezone
@@ -28,6 +27,7 @@ import pyarrow as pa
 
 from lape_hub import __version__
 from lape_hub.atomic import atomic_path
+from lape_hub.digest import file_sha256
 from lape_hub.errors import NeuronSetFormatError
 from lape_hub.neuron_set import NeuronSet
 
@@ -184,14 +184,6 @@ def _read_torch_list(path: Path, model: str, langs: Sequence[str], refset: str) 
         out.append(NeuronSet(spec.alias, code, arrays, d_model=spec.d_model, d_ffn=spec.d_ffn,
                              refset=refset, total_params=spec.total_params))
     return out
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def neurons_entry(sets: Sequence[NeuronSet], *, revision: str, selection: str,

@@ -191,7 +191,6 @@ def load_model(
     >>> type(model).__name__                                      # doctest: +SKIP
     'Gemma3ForCausalLM'
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = resolve_dtype(dtype)

@@ -39,6 +39,7 @@ from lape_hub.cards import (ADAPTER_CONFIG, AdapterInfo, Evaluation, adapter_car
 from lape_hub.config import (hub_api, hub_error, hub_token, http_status, is_offline,
                              is_transient, load_settings, resolve_hub_repo, validate_repo_id,
                              with_retries)
+from lape_hub.digest import artifact_sha256
 from lape_hub.errors import HubError, LapeHubError, NotInCatalogError, SchemaError
 
 if TYPE_CHECKING:
@@ -591,13 +592,7 @@ def publish_catalog(catalog: "Catalog | str | Path | None" = None, hub_repo: str
 
 
 # -- adapters ----------------------------------------------------------------------------------
-def _artifact_sha256(folder: Path) -> str:
-    """sha256 over sorted ``path NUL sha256`` lines: the ``adapters`` table's artifact_sha256
-    (same recipe as :func:`lape_hub.sparse_adapter.artifact_sha256`, without torch)."""
-    h = hashlib.sha256()
-    for p in sorted(x for x in folder.rglob("*") if x.is_file() and not x.name.startswith(".tmp-")):
-        h.update(f"{p.relative_to(folder).as_posix()}\0{LocalFile('', p).sha256}\n".encode())
-    return h.hexdigest()
+_artifact_sha256 = artifact_sha256  # the name tests and older callers use
 
 
 def adapter_row(info: AdapterInfo, catalog: "Catalog | None") -> dict[str, Any] | None:

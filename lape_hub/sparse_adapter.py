@@ -45,7 +45,6 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -59,7 +58,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lape_hub import __version__
-from lape_hub.atomic import atomic_dir
+from lape_hub.atomic import atomic_dir, atomic_path, atomic_write_text
+from lape_hub.digest import artifact_sha256
 from lape_hub.errors import AdapterMismatchError, LapeHubError
 from lape_hub.ffn import FfnLayer, find_ffn_layers
 
@@ -224,7 +224,7 @@ class AdapterConfig:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``<folder>/lape_adapter.json`` (atomically); return its path."""
         path = Path(folder) / ADAPTER_CONFIG_NAME
-        _atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
         return path
 
     @classmethod
@@ -576,12 +576,8 @@ class SparseNeuronModel:
         folder.mkdir(parents=True, exist_ok=True)
         self.config.neuron_set_hash = self.neuron_set_hash
         self.config.trainable_params = self.trainable_params
-        tmp = folder / f".tmp-{os.getpid()}-{ADAPTER_WEIGHTS_NAME}"
-        try:
+        with atomic_path(folder / ADAPTER_WEIGHTS_NAME) as tmp:
             save_file(self.tensors(), str(tmp), metadata={"format": FORMAT, "signature": self.config.signature})
-            os.replace(tmp, folder / ADAPTER_WEIGHTS_NAME)
-        finally:
-            tmp.unlink(missing_ok=True)
         self.config.save(folder)
         return folder
 
@@ -787,30 +783,3 @@ def merge_adapter(folder: str | os.PathLike, out_dir: str | os.PathLike, *, base
     return out_dir
 
 
-def artifact_sha256(folder: str | os.PathLike) -> str:
-    """sha256 over an artifact folder: sorted ``relative path \\0 file sha256 \\n`` lines.
-
-    >>> import tempfile, pathlib
-    >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.txt").write_text("x")
-    >>> len(artifact_sha256(d))
-    64
-    """
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")):
-        fh = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                fh.update(chunk)
-        h.update(f"{path.relative_to(folder).as_posix()}\0{fh.hexdigest()}\n".encode())
-    return h.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{os.getpid()}-{path.name}"
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -8,7 +8,6 @@ the catalog (nothing hard-coded), so rerunning after a build refreshes the repor
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
