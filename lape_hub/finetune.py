@@ -556,23 +556,24 @@ def finetune(
         log.write(json.dumps(row) + "\n")
         log.flush()
 
-    def checkpoint() -> None:
+    def checkpoint(state: dict[str, torch.Tensor]) -> None:
         _atomic_torch_save({"run_key": run_key, "step": step, "tokens": tokens_seen, "best_val": best_val,
-                            "best_step": best_step, "trainable": _trainable_state(prep.model),
+                            "best_step": best_step, "trainable": state,
                             "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, last)
 
-    def validate() -> None:
+    def validate(state: dict[str, torch.Tensor]) -> None:
         nonlocal best_val, best_step
         loss = evaluate(prep.model, val, cfg.batch_size)
         improved = loss < best_val
         if improved:
             best_val, best_step = loss, step
-            _atomic_torch_save(_trainable_state(prep.model), ckpt_dir / "best.pt")
+            _atomic_torch_save(state, ckpt_dir / "best.pt")
         write_log({"step": step, "split": "val", "loss": loss, "tokens": tokens_seen, "best": improved})
 
     if step == 0 and not last.is_file():
-        validate()  # the base model: a run that never improves keeps it
-        checkpoint()
+        state = _trainable_state(prep.model)  # one CPU copy for both files
+        validate(state)  # the base model: a run that never improves keeps it
+        checkpoint(state)
 
     # -- loop ----------------------------------------------------------------------------
     prep.model.train()
@@ -596,10 +597,14 @@ def finetune(
             tokens_seen += int(mask.sum())
             write_log({"step": step, "split": "train", "loss": loss_value, "grad_norm": float(grad_norm),
                        "tokens": tokens_seen, "lr": lr})
-            if step % cfg.eval_every == 0 or step == n_steps:
-                validate()
-            if step % (cfg.checkpoint_every or cfg.eval_every) == 0 or step == n_steps:
-                checkpoint()
+            evaluate_now = step % cfg.eval_every == 0 or step == n_steps
+            save_now = step % (cfg.checkpoint_every or cfg.eval_every) == 0 or step == n_steps
+            if evaluate_now or save_now:
+                state = _trainable_state(prep.model)  # one CPU copy for both files
+                if evaluate_now:
+                    validate(state)
+                if save_now:
+                    checkpoint(state)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", best_val=f"{best_val:.3f}",
                             tok_s=f"{(tokens_seen - tok0) / max(time.time() - t0, 1e-9):.0f}")
