@@ -372,14 +372,14 @@ def evaluate(model: nn.Module, data: "PackedCorpus", batch_size: int = 2) -> flo
 # =========================================================================== helpers
 def _identity(cfg: FinetuneConfig) -> tuple[str, str, str, int | None]:
     """(alias, repo_id, revision, total_params) from the registry, or from ``cfg``."""
-    try:
-        from lape_hub.registry import resolve_model
+    from lape_hub.builder import model_revision
+    from lape_hub.registry import resolve_model
 
+    try:
         spec = resolve_model(cfg.model)
     except LapeHubError:
         return cfg.model, "", cfg.revision or "", None
-    rev = cfg.revision or (spec.offline_revision if spec.gguf_package and spec.offline_revision else spec.revision)
-    return spec.alias, spec.repo_id, rev, spec.total_params
+    return spec.alias, spec.repo_id, cfg.revision or model_revision(spec), spec.total_params
 
 
 def run_id(cfg: FinetuneConfig, identity: tuple[str, str, str, Any], neuron_set_hash: str) -> str:
