@@ -80,17 +80,8 @@ class Catalog:
 
     # -- manifest ------------------------------------------------------------------
     def _check_manifest(self) -> None:
-        path = self.root / MANIFEST
-        if not path.exists():
-            return
-        try:
-            doc = json.loads(path.read_text())
-            version = int(doc["schema_version"])
-        except (ValueError, KeyError, TypeError):
-            raise SchemaError(f"{path} is not a lape-hub catalog manifest") from None
-        if version > SCHEMA_VERSION:
-            raise SchemaError(f"catalog {self.root} has schema version {version}, newer than "
-                              f"this lape-hub's {SCHEMA_VERSION}: upgrade lape-hub")
+        if (self.root / MANIFEST).exists():
+            check_manifest(self.root / MANIFEST, f"catalog {self.root}")
 
     def _write_manifest(self) -> None:
         path = self.root / MANIFEST
@@ -315,6 +306,22 @@ class Catalog:
         for table in table_names():
             for entry in self.entries(table):
                 yield entry.path
+
+
+def check_manifest(path: Path, where: str, *, action: str = "") -> int:
+    """The schema version of a ``CATALOG.json``; refuses a malformed one or a newer version.
+
+    ``where`` names the catalog in messages (a folder, or ``dataset repo owner/name@sha``);
+    ``action`` is what to do before upgrading is possible (e.g. "before publishing to it").
+    """
+    try:
+        version = int(json.loads(path.read_text())["schema_version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SchemaError(f"{where}: {MANIFEST} is not a lape-hub catalog manifest") from None
+    if version > SCHEMA_VERSION:
+        raise SchemaError(f"{where} has schema version {version}, newer than this lape-hub's "
+                          f"{SCHEMA_VERSION}: upgrade lape-hub" + (f" {action}" if action else ""))
+    return version
 
 
 def _distinct(path: Path, column: str) -> set:

@@ -36,11 +36,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from lape_hub import config
 from lape_hub.cards import (ADAPTER_CONFIG, AdapterInfo, Evaluation, adapter_card,
                             catalog_card)
+from lape_hub.catalog import MANIFEST, check_manifest
 from lape_hub.config import (hub_api, hub_error, hub_token, http_status, is_offline,
                              is_transient, load_settings, resolve_hub_repo, validate_repo_id,
                              with_retries)
 from lape_hub.digest import artifact_sha256
-from lape_hub.errors import HubError, LapeHubError, NotInCatalogError, SchemaError
+from lape_hub.errors import HubError, LapeHubError, NotInCatalogError
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -399,7 +400,7 @@ def _table_of(path: str) -> str | None:
 
 def _catalog_managed(path: str) -> bool:
     return _table_of(path) is not None or path.startswith("schemas/") or \
-        path in ("CATALOG.json", "README.md")
+        path in (MANIFEST, "README.md")
 
 
 def parquet_langs(path: Path, table: str) -> set[str] | None:
@@ -482,21 +483,10 @@ def _description(changes: Sequence[Change], limit: int = 200) -> str:
 
 def _check_remote_schema(api: "HfApi", repo_id: str, remote: RemoteState, scratch: Path,
                          token: str | None) -> None:
-    from lape_hub.schemas import SCHEMA_VERSION
-
-    if "CATALOG.json" not in remote.files or remote.head is None:
+    if MANIFEST not in remote.files or remote.head is None:
         return
-    path = download_remote_file(api, repo_id, "dataset", "CATALOG.json", remote.head, scratch,
-                                token=token)
-    try:
-        version = int(json.loads(path.read_text())["schema_version"])
-    except (ValueError, KeyError, TypeError):
-        raise SchemaError(f"dataset repo {repo_id}: CATALOG.json is not a lape-hub catalog "
-                          "manifest") from None
-    if version > SCHEMA_VERSION:
-        raise SchemaError(f"dataset repo {repo_id} holds a catalog of schema version {version}, "
-                          f"newer than this lape-hub's {SCHEMA_VERSION}: upgrade lape-hub before "
-                          "publishing to it")
+    path = download_remote_file(api, repo_id, "dataset", MANIFEST, remote.head, scratch, token=token)
+    check_manifest(path, f"dataset repo {repo_id}", action="before publishing to it")
 
 
 def plan_catalog(api: "HfApi", catalog: "Catalog", repo_id: str, remote: RemoteState, *,

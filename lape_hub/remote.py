@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import quote, unquote
 
 from lape_hub.atomic import atomic_write_text
+from lape_hub.catalog import MANIFEST, check_manifest
 from lape_hub.config import (hub_api, hub_error, hub_token, is_offline, resolve_hub_repo,
                              with_retries)
-from lape_hub.errors import HubError, NotInCatalogError, SchemaError, UnknownNameError
+from lape_hub.errors import HubError, NotInCatalogError, UnknownNameError
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
     from lape_hub.catalog import Catalog
 
 RECORD = ".lape-hub-remote.json"
-MANIFEST = "CATALOG.json"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -135,16 +135,7 @@ def _download(api: "HfApi", repo_id: str, sha: str, path: str, root: Path,
 
 
 def _check_schema_version(root: Path, repo_id: str, sha: str) -> None:
-    from lape_hub.schemas import SCHEMA_VERSION
-
-    try:
-        version = int(json.loads((root / MANIFEST).read_text())["schema_version"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise SchemaError(f"dataset repo {repo_id}@{sha[:12]}: {MANIFEST} is not a lape-hub "
-                          "catalog manifest") from None
-    if version > SCHEMA_VERSION:
-        raise SchemaError(f"remote catalog {repo_id}@{sha[:12]} has schema version {version}, "
-                          f"newer than this lape-hub's {SCHEMA_VERSION}: upgrade lape-hub")
+    check_manifest(root / MANIFEST, f"remote catalog {repo_id}@{sha[:12]}")
 
 
 def _resolve_filter(key: str, value: str, present: set[str]) -> str:
