@@ -21,7 +21,6 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -29,9 +28,8 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from lape_hub import config
 from lape_hub.cards import (ADAPTER_CONFIG, AdapterInfo, Evaluation, adapter_card,
@@ -42,6 +40,7 @@ from lape_hub.config import (hub_api, hub_error, hub_token, http_status, is_offl
                              with_retries)
 from lape_hub.digest import artifact_sha256
 from lape_hub.errors import HubError, LapeHubError, NotInCatalogError
+from lape_hub.hub_files import LocalFile, RemoteFile, download_remote_file, list_repo_files
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -54,64 +53,6 @@ STATUSES = ("added", "changed", "deleted", "unchanged", "kept", "skipped")
 PENDING = ("added", "changed", "deleted")
 STAGING_MARKER = ".lape-hub-staging"
 MERGED_DIR = "merged"
-
-
-# -- the files ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LocalFile:
-    """A file as it will be in the repo: its path there and its local bytes."""
-
-    path: str
-    source: Path | bytes
-
-    @cached_property
-    def data_size(self) -> int:
-        return len(self.source) if isinstance(self.source, bytes) else self.source.stat().st_size
-
-    @cached_property
-    def sha256(self) -> str:
-        h = hashlib.sha256()
-        for chunk in self._chunks():
-            h.update(chunk)
-        return h.hexdigest()
-
-    @cached_property
-    def git_oid(self) -> str:
-        """The git blob id (what the Hub lists as ``oid`` for a non-LFS file)."""
-        h = hashlib.sha1(b"blob %d\0" % self.data_size)
-        for chunk in self._chunks():
-            h.update(chunk)
-        return h.hexdigest()
-
-    def _chunks(self) -> Iterable[bytes]:
-        if isinstance(self.source, bytes):
-            yield self.source
-            return
-        with open(self.source, "rb") as f:
-            yield from iter(lambda: f.read(1 << 20), b"")
-
-    def write_to(self, root: Path) -> None:
-        dest = root / self.path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(self.source, bytes):
-            dest.write_bytes(self.source)
-        else:
-            shutil.copyfile(self.source, dest)
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """A file of the remote listing: size, git blob id, and sha256 when it is in LFS."""
-
-    path: str
-    size: int
-    oid: str
-    sha256: str | None
-
-    def same_as(self, local: LocalFile) -> bool:
-        if self.sha256 is not None:
-            return self.size == local.data_size and self.sha256 == local.sha256
-        return self.oid == local.git_oid
 
 
 @dataclass(frozen=True)
@@ -247,33 +188,8 @@ def remote_state(api: "HfApi", repo_id: str, repo_type: str, *, token: str | Non
     except Exception as e:
         raise hub_error(e, repo_id=repo_id, repo_type=repo_type, action="reading",
                         token=token) from None
-    head = info.sha
-    files: dict[str, RemoteFile] = {}
-    try:
-        items = with_retries(lambda: list(api.list_repo_tree(repo_id, repo_type=repo_type,
-                                                             revision=head, recursive=True)))
-        for item in items:
-            if hasattr(item, "blob_id"):
-                files[item.path] = RemoteFile(item.path, item.size, item.blob_id,
-                                              item.lfs.sha256 if item.lfs else None)
-    except Exception as e:
-        raise hub_error(e, repo_id=repo_id, repo_type=repo_type, action="listing",
-                        token=token) from None
-    return RemoteState(exists=True, head=head, files=files)
-
-
-def download_remote_file(api: "HfApi", repo_id: str, repo_type: str, path: str, revision: str,
-                         dest: Path, *, token: str | None) -> Path:
-    """One file of the remote at ``revision`` into ``dest`` (a scratch folder)."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(repo_id, path, repo_type=repo_type, revision=revision,
-                                    local_dir=dest, endpoint=api.endpoint,
-                                    token=token if token else False))
-    except Exception as e:
-        raise hub_error(e, repo_id=repo_id, repo_type=repo_type, action=f"downloading {path}",
-                        token=token) from None
+    files = list_repo_files(api, repo_id, repo_type, info.sha, token=token)
+    return RemoteState(exists=True, head=info.sha, files=files)
 
 
 def _diff(local: dict[str, LocalFile], remote: RemoteState, *,

@@ -36,6 +36,7 @@ from lape_hub.catalog import MANIFEST, check_manifest
 from lape_hub.config import (hub_api, hub_error, hub_token, is_offline, resolve_hub_repo,
                              with_retries)
 from lape_hub.errors import HubError, NotInCatalogError, UnknownNameError
+from lape_hub.hub_files import LocalFile, RemoteFile, download_remote_file, list_repo_files
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -56,10 +57,6 @@ def hub_cache_dir(repo_id: str, cache: str | Path | None = None) -> Path:
 
 def _ref_file(repo_dir: Path, revision: str) -> Path:
     return repo_dir / "refs" / quote(revision, safe="")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
 
 
 def resolve_revision(repo_id: str, revision: str | None = None, *, api: "HfApi | None" = None,
@@ -86,49 +83,20 @@ def resolve_revision(repo_id: str, revision: str | None = None, *, api: "HfApi |
                         token=token) from None
     if not sha:
         raise HubError(f"dataset repo {repo_id} did not say which commit {revision} is")
-    _atomic_write(ref, sha + "\n")
+    atomic_write_text(ref, sha + "\n")
     return sha
 
 
 def _listing(api: "HfApi", repo_id: str, sha: str, token: str | None) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    try:
-        items = with_retries(lambda: list(api.list_repo_tree(repo_id, repo_type="dataset",
-                                                             revision=sha, recursive=True)))
-        for item in items:
-            if hasattr(item, "blob_id"):
-                out[item.path] = {"size": item.size, "oid": item.blob_id,
-                                  "sha256": item.lfs.sha256 if item.lfs else None}
-    except Exception as e:
-        raise hub_error(e, repo_id=repo_id, action="listing", token=token) from None
-    return out
-
-
-def _checksum_ok(path: Path, meta: dict[str, Any]) -> bool:
-    import hashlib
-
-    size = path.stat().st_size
-    if meta.get("size") is not None and size != meta["size"]:
-        return False
-    h = hashlib.sha256() if meta.get("sha256") else hashlib.sha1(b"blob %d\0" % size)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest() == (meta.get("sha256") or meta.get("oid"))
+    """The repo's files at ``sha`` as plain dicts (they go into the cache record as JSON)."""
+    files = list_repo_files(api, repo_id, "dataset", sha, token=token)
+    return {p: {"size": f.size, "oid": f.oid, "sha256": f.sha256} for p, f in files.items()}
 
 
 def _download(api: "HfApi", repo_id: str, sha: str, path: str, root: Path,
               meta: dict[str, Any], token: str | None) -> None:
-    from huggingface_hub import hf_hub_download
-
-    try:
-        got = Path(hf_hub_download(repo_id, path, repo_type="dataset", revision=sha,
-                                   local_dir=root, endpoint=api.endpoint,
-                                   token=token if token else False))
-    except Exception as e:
-        raise hub_error(e, repo_id=repo_id, action=f"downloading {path} from",
-                        token=token) from None
-    if not _checksum_ok(got, meta):
+    got = download_remote_file(api, repo_id, "dataset", path, sha, root, token=token)
+    if not RemoteFile(path, **meta).same_as(LocalFile(path, got)):
         got.unlink(missing_ok=True)
         raise HubError(f"{path} from dataset repo {repo_id}@{sha[:12]} does not match the "
                        "checksum the Hub lists: deleted it, try again")
@@ -231,7 +199,7 @@ def remote_catalog(hub_repo: str | None = None, *, revision: str | None = None,
                 raise HubError(f"offline (HF_HUB_OFFLINE=1) and dataset repo "
                                f"{repo_id}@{sha[:12]} is not cached: fetch it once online")
             record = {"repo": repo_id, "sha": sha, "files": _listing(api, repo_id, sha, token)}
-            _atomic_write(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+            atomic_write_text(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
         listing: dict[str, dict[str, Any]] = record["files"]
         if MANIFEST not in listing:
             raise HubError(f"dataset repo {repo_id}@{sha[:12]} is not a lape-hub catalog (no "
