@@ -285,14 +285,9 @@ class Catalog:
                 if "lang" in entry.key:
                     row["langs"].add(entry.key["lang"])
                 else:
-                    if "lang" in table_schema(table).columns:
-                        row["langs"].update(_distinct(entry.path, "lang"))
-                    else:  # e.g. lape: the languages are the entry's params
+                    if "lang" not in table_schema(table).columns:
                         table_schema(table).check_file(entry.path)
-                        first = pq.ParquetFile(entry.path).read_row_group(0, columns=["params"])
-                        if first.num_rows:
-                            params = json.loads(first.column("params")[0].as_py())
-                            row["langs"].update(params.get("langs", []))
+                    row["langs"].update(file_langs(entry.path, table) or ())
         out = []
         for row in rows.values():
             row["langs"] = len(row["langs"])
@@ -322,6 +317,27 @@ def check_manifest(path: Path, where: str, *, action: str = "") -> int:
         raise SchemaError(f"{where} has schema version {version}, newer than this lape-hub's "
                           f"{SCHEMA_VERSION}: upgrade lape-hub" + (f" {action}" if action else ""))
     return version
+
+
+def file_langs(path: Path, table: str) -> set[str] | None:
+    """Languages a catalog file covers: its ``lang`` column, else the ``langs`` of its
+    ``params`` (e.g. ``lape``); None if the file does not say."""
+    cols = table_schema(table).columns
+    if "lang" in cols:
+        return _distinct(path, "lang")
+    if "params" not in cols:
+        return None
+    try:
+        first = next(pq.ParquetFile(path).iter_batches(batch_size=1, columns=["params"]), None)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
+    if first is None or not first.num_rows:
+        return None
+    try:
+        langs = json.loads(first.column(0)[0].as_py()).get("langs")
+    except (ValueError, AttributeError):
+        return None
+    return {str(x) for x in langs} if isinstance(langs, list) else None
 
 
 def _distinct(path: Path, column: str) -> set:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from lape_hub import config
 from lape_hub.cards import (ADAPTER_CONFIG, AdapterInfo, Evaluation, adapter_card,
                             catalog_card)
-from lape_hub.catalog import MANIFEST, check_manifest
+from lape_hub.catalog import MANIFEST, check_manifest, file_langs
 from lape_hub.config import (hub_api, hub_error, hub_token, http_status, is_offline,
                              is_transient, load_settings, resolve_hub_repo, validate_repo_id,
                              with_retries)
@@ -319,28 +319,6 @@ def _catalog_managed(path: str) -> bool:
         path in (MANIFEST, "README.md")
 
 
-def parquet_langs(path: Path, table: str) -> set[str] | None:
-    """Languages a catalog file covers: its ``lang`` column, else ``params.langs``; None if
-    the file does not say."""
-    import pyarrow.parquet as pq
-
-    from lape_hub.schemas import table_schema
-
-    cols = table_schema(table).columns
-    if "lang" in cols:
-        return set(pq.read_table(path, columns=["lang"]).column("lang").unique().to_pylist())
-    if "params" in cols:
-        t = pq.read_table(path, columns=["params"])
-        if t.num_rows:
-            try:
-                langs = json.loads(t.column("params")[0].as_py()).get("langs")
-            except (ValueError, AttributeError):
-                return None
-            if isinstance(langs, list):
-                return {str(x) for x in langs}
-    return None
-
-
 def _path_lang(path: str) -> str | None:
     from urllib.parse import unquote
 
@@ -425,18 +403,18 @@ def plan_catalog(api: "HfApi", catalog: "Catalog", repo_id: str, remote: RemoteS
             if table is None or not isinstance(f.source, Path):
                 continue
             if r is None:
-                new_langs[path] = parquet_langs(f.source, table) or set()
+                new_langs[path] = file_langs(f.source, table) or set()
                 continue
             if r.same_as(f):
                 continue
             if "lang" in table_schema(table).partition_by:   # the path says the language
                 local = remote_langs = {_path_lang(path) or ""}
             else:
-                local, remote_langs = parquet_langs(f.source, table), None
+                local, remote_langs = file_langs(f.source, table), None
                 if local is not None and remote.head is not None:
                     rp = download_remote_file(api, repo_id, "dataset", path, remote.head,
                                               scratch, token=token)
-                    remote_langs = parquet_langs(rp, table)
+                    remote_langs = file_langs(rp, table)
             adds = None
             if local is not None and remote_langs is not None:
                 dropped = remote_langs - local
