@@ -110,6 +110,15 @@ def resolve_hub_repo(explicit: str | None = None) -> str:
                    f"[hub] repo = \"ORG/NAME\" in {config_path()}")
 
 
+def configured_hub_repo() -> str | None:
+    """The catalog's Hub repo from ``$LAPE_HUB_REPO`` or the config file; None if neither
+    names a valid one (callers then fall back to asking for ``--hub-repo``)."""
+    try:
+        return resolve_hub_repo(None)
+    except HubError:
+        return None
+
+
 def hub_endpoint() -> str:
     """``$HF_ENDPOINT`` read now (huggingface_hub reads it once, at import)."""
     from huggingface_hub import constants

@@ -621,11 +621,11 @@ def adapter_repo_id(info: AdapterInfo, hub_repo: str | None = None,
         return validate_repo_id(own, source=str(info.path / ADAPTER_CONFIG))
     ns = namespace or load_settings().adapter_namespace
     if not ns:
-        try:
-            ns = resolve_hub_repo(None).split("/")[0]
-        except HubError:
+        catalog_repo = config.configured_hub_repo()
+        if catalog_repo is None:
             raise HubError(f"no repo for adapter {info.path}: pass --hub-repo ORG/NAME or "
-                           "--namespace ORG") from None
+                           "--namespace ORG")
+        ns = catalog_repo.split("/")[0]
     return validate_repo_id(f"{ns}/{info.default_repo_name()}")
 
 
@@ -649,10 +649,7 @@ def publish_adapter(adapter_dir: str | Path, hub_repo: str | None = None, *,
     repo_id = adapter_repo_id(info, hub_repo, namespace)
     cat = _open_catalog(catalog)
     if catalog_repo is None:
-        try:
-            catalog_repo = resolve_hub_repo(None)
-        except HubError:
-            catalog_repo = None
+        catalog_repo = config.configured_hub_repo()
     merged_path = _merged_dir(info.path, merged) if merged is not None else None
     token = hub_token(token, required=dry_run is None)
     api = hub_api(token)

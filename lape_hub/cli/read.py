@@ -26,17 +26,6 @@ def _remote(hub_repo, revision, **where):
     return remote_catalog(hub_repo, revision=revision, **where)
 
 
-def _hub_repo_configured() -> bool:
-    from lape_hub.config import resolve_hub_repo
-    from lape_hub.errors import HubError
-
-    try:
-        resolve_hub_repo(None)
-        return True
-    except HubError:
-        return False
-
-
 @click.command()
 @click.option("--model", required=True, help="Registry alias or Hugging Face repo id.")
 @click.option("--lang", required=True, help="FLORES-200 code, ISO 639-1/3 or English name.")
@@ -70,7 +59,9 @@ def fetch(model, lang, refset, selection, fmt, output, catalog_dir, remote, hub_
             ns = open_catalog(catalog_dir).neuron_set(model, lang, refset=refset,
                                                       selection=selection)
         except NotInCatalogError:
-            if not _hub_repo_configured():
+            from lape_hub.config import configured_hub_repo
+
+            if configured_hub_repo() is None:
                 raise
             ns = from_hub()
     fmt = format_from_path(output, fmt) if output else (fmt or "parquet")
