@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from lape_hub import __version__
-from lape_hub.catalog import Catalog
+from lape_hub.catalog import Catalog, first_row
 from lape_hub.errors import CorpusError, NotInCatalogError
 from lape_hub.formats import neurons_entry
 from lape_hub.lape import LapeResult, SelectionParams, select_lape
@@ -241,9 +241,7 @@ def plan(cat: Catalog, model: str, refset: str, *, corpus: str, langs: Sequence[
     if not path.exists():
         status = "missing"
     else:
-        import pyarrow.parquet as pq
-
-        row = pq.read_table(path, columns=["params", "revision"]).slice(0, 1).to_pylist()[0]
+        row = first_row(path, ["params", "revision"])
         info = json.loads(row["params"])
         if info.get("corpus") != corpus or row["revision"] != revision:
             status, reason = "stale", f"built on {row['revision']} · {info.get('corpus')}"

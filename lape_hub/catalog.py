@@ -235,12 +235,9 @@ class Catalog:
             if t.num_rows == 0:
                 # a language of the entry whose set came out empty is an empty set, not a
                 # missing one: the entry's params list every language it was selected over
-                first = self._read_file(schema, entry.path, None).slice(0, 1)
-                if not first.num_rows or code not in json.loads(
-                        first.column("params")[0].as_py()).get("langs", []):
+                row = first_row(entry.path)
+                if row is None or code not in json.loads(row["params"]).get("langs", []):
                     continue
-                t = first.slice(0, 0)
-                row = first.to_pylist()[0]
             else:
                 row = t.slice(0, 1).to_pylist()[0]
             meta = {k: row[k] for k in ("signature", "lape_hub_version", "created_at",
@@ -327,17 +324,24 @@ def file_langs(path: Path, table: str) -> set[str] | None:
         return _distinct(path, "lang")
     if "params" not in cols:
         return None
-    try:
-        first = next(pq.ParquetFile(path).iter_batches(batch_size=1, columns=["params"]), None)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
-    if first is None or not first.num_rows:
+    first = first_row(path, ["params"])
+    if first is None:
         return None
     try:
-        langs = json.loads(first.column(0)[0].as_py()).get("langs")
+        langs = json.loads(first["params"]).get("langs")
     except (ValueError, AttributeError):
         return None
     return {str(x) for x in langs} if isinstance(langs, list) else None
+
+
+def first_row(path: Path, columns: list[str] | None = None) -> dict[str, Any] | None:
+    """The first row of a catalog file (entry-wide values such as ``params`` repeat on every
+    row), reading one batch, not whole columns; None for an empty file."""
+    try:
+        batch = next(pq.ParquetFile(path).iter_batches(batch_size=1, columns=columns), None)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
+    return batch.to_pylist()[0] if batch is not None and batch.num_rows else None
 
 
 def _distinct(path: Path, column: str) -> set:
