@@ -118,14 +118,11 @@ def catalog_contents(catalog: "Catalog", remote_paths: Iterable[str] = (),
         for entry in catalog.entries(table):
             if entry.path not in skip:
                 add(table, entry.key, entry.path)
-    from urllib.parse import unquote
+    from lape_hub.catalog import parse_entry_path
 
-    for p in sorted(remote_paths):
-        parts = p.split("/")
-        if len(parts) < 3 or parts[0] not in table_names() or not parts[-1].endswith(".parquet"):
-            continue
-        key = dict(x.split("=", 1) for x in parts[1:-1] if "=" in x)
-        add(parts[0], {k: unquote(v) for k, v in key.items()}, None)
+    for parsed in map(parse_entry_path, sorted(remote_paths)):
+        if parsed:
+            add(*parsed, None)
     rows = []
     for (table, model, group, selection), g in sorted(groups.items()):
         sigs = sorted(set(g["sigs"]))

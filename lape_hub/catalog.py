@@ -54,6 +54,21 @@ def _unquote(value: str) -> str:
     return unquote(value)
 
 
+def parse_entry_path(path: str) -> tuple[str, dict[str, str]] | None:
+    """``(table, partition key)`` of a catalog file path relative to the catalog root
+    (``neurons/model=m/refset=r/selection=s/data.parquet``); None for any other path.
+
+    >>> parse_entry_path("neurons/model=gemma-3-270m/refset=paper-12/selection=x/data.parquet")
+    ('neurons', {'model': 'gemma-3-270m', 'refset': 'paper-12', 'selection': 'x'})
+    >>> parse_entry_path("README.md") is None
+    True
+    """
+    parts = path.split("/")
+    if len(parts) < 3 or parts[0] not in table_names() or not parts[-1].endswith(".parquet"):
+        return None
+    return parts[0], {k: _unquote(v) for k, v in (p.split("=", 1) for p in parts[1:-1] if "=" in p)}
+
+
 @dataclass(frozen=True)
 class Entry:
     """One catalog file: a table and its partition key."""
@@ -109,9 +124,8 @@ class Catalog:
                            for k in schema.partition_by)
         out = []
         for path in sorted(base.glob(f"{pattern}/{DATA_FILE}")):
-            rel = path.relative_to(base).parts[:-1]
-            key = dict(p.split("=", 1) for p in rel)
-            out.append(Entry(table, {k: _unquote(v) for k, v in key.items()}, path))
+            _table, key = parse_entry_path(path.relative_to(self.root).as_posix())
+            out.append(Entry(table, key, path))
         return out
 
     # -- writing -----------------------------------------------------------------------

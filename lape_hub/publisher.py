@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from lape_hub import config
 from lape_hub.cards import (ADAPTER_CONFIG, AdapterInfo, Evaluation, adapter_card,
                             catalog_card)
-from lape_hub.catalog import MANIFEST, check_manifest, file_langs
+from lape_hub.catalog import MANIFEST, check_manifest, file_langs, parse_entry_path
 from lape_hub.config import (hub_api, hub_error, hub_token, http_status, is_offline,
                              is_transient, load_settings, resolve_hub_repo, validate_repo_id,
                              with_retries)
@@ -308,10 +308,8 @@ def catalog_data_files(catalog: "Catalog") -> dict[str, LocalFile]:
 
 
 def _table_of(path: str) -> str | None:
-    from lape_hub.schemas import table_names
-
-    head = path.split("/", 1)[0]
-    return head if head in table_names() and path.endswith(".parquet") else None
+    parsed = parse_entry_path(path)
+    return parsed[0] if parsed else None
 
 
 def _catalog_managed(path: str) -> bool:
@@ -319,22 +317,9 @@ def _catalog_managed(path: str) -> bool:
         path in (MANIFEST, "README.md")
 
 
-def _path_lang(path: str) -> str | None:
-    from urllib.parse import unquote
-
-    for part in path.split("/"):
-        if part.startswith("lang="):
-            return unquote(part[5:])
-    return None
-
-
-def _path_model(path: str) -> str:
-    from urllib.parse import unquote
-
-    for part in path.split("/"):
-        if part.startswith("model="):
-            return unquote(part[6:])
-    return ""
+def _path_key(path: str) -> dict[str, str]:
+    parsed = parse_entry_path(path)
+    return parsed[1] if parsed else {}
 
 
 def catalog_commit_message(pending: Sequence[Change], new_langs: dict[str, set[str]]) -> str:
@@ -353,8 +338,8 @@ def catalog_commit_message(pending: Sequence[Change], new_langs: dict[str, set[s
     tables: set[str] = set()
     for c in data:
         tables.add(_table_of(c.path) or "")
-        langs = {_path_lang(c.path)} - {None} or new_langs.get(c.path, set())
-        by_model[_path_model(c.path)].update(x for x in langs if x)
+        langs = {_path_key(c.path).get("lang")} - {None} or new_langs.get(c.path, set())
+        by_model[_path_key(c.path).get("model", "")].update(x for x in langs if x)
     parts = []
     for model, langs in sorted(by_model.items()):
         n = len(langs)
@@ -408,7 +393,7 @@ def plan_catalog(api: "HfApi", catalog: "Catalog", repo_id: str, remote: RemoteS
             if r.same_as(f):
                 continue
             if "lang" in table_schema(table).partition_by:   # the path says the language
-                local = remote_langs = {_path_lang(path) or ""}
+                local = remote_langs = {_path_key(path).get("lang", "")}
             else:
                 local, remote_langs = file_langs(f.source, table), None
                 if local is not None and remote.head is not None:

@@ -29,10 +29,10 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from lape_hub.atomic import atomic_write_text
-from lape_hub.catalog import MANIFEST, check_manifest
+from lape_hub.catalog import MANIFEST, check_manifest, parse_entry_path
 from lape_hub.config import (hub_api, hub_error, hub_token, is_offline, resolve_hub_repo,
                              with_retries)
 from lape_hub.errors import HubError, NotInCatalogError, UnknownNameError
@@ -148,11 +148,11 @@ def select_files(listing: Sequence[str], tables: Sequence[str] | None = None,
         table_schema(t)  # unknown table: SchemaError naming it
     out = []
     for path in sorted(listing):
-        parts = path.split("/")
-        if parts[0] not in wanted or not path.endswith(".parquet") or len(parts) < 3:
+        parsed = parse_entry_path(path)
+        if parsed is None or parsed[0] not in wanted:
             continue
-        key = {k: unquote(v) for k, v in (p.split("=", 1) for p in parts[1:-1] if "=" in p)}
-        partition = table_schema(parts[0]).partition_by
+        table, key = parsed
+        partition = table_schema(table).partition_by
         if all(key.get(k) == v for k, v in where.items() if k in partition and v is not None):
             out.append(path)
     return out
@@ -207,9 +207,9 @@ def remote_catalog(hub_repo: str | None = None, *, revision: str | None = None,
         filters = dict(where)
         if model is not None:
             filters["model"] = model
+        keys = [parsed[1] for parsed in map(parse_entry_path, listing) if parsed]
         for key, value in list(filters.items()):
-            present = {unquote(p.split("=", 1)[1]) for path in listing
-                       for p in path.split("/") if p.startswith(f"{key}=")}
+            present = {k[key] for k in keys if key in k}
             filters[key] = _resolve_filter(key, value, present)
         selected = select_files(list(listing), tables, **filters)
         if not selected and filters:
