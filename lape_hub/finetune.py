@@ -140,6 +140,12 @@ class FinetuneConfig:
             raise LapeHubError("the token budget must be >= 1")
 
     @property
+    def needs_neuron_set(self) -> bool:
+        """lape-sparse and random train (a copy of the size of) the language's set; LoRA
+        needs it to match its rank to the set's parameter count, unless ``lora_rank`` is given."""
+        return self.method in NEEDS_NEURON_SET and not (self.method == "lora" and self.lora_rank)
+
+    @property
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method]
 
@@ -298,7 +304,7 @@ def prepare_method(model: nn.Module, cfg: FinetuneConfig, neuron_set: "NeuronSet
                    adapter: AdapterConfig) -> _Prepared:
     """Freeze ``model`` and attach what ``cfg.method`` trains (seeded by the caller)."""
     method = cfg.method
-    if method in NEEDS_NEURON_SET and neuron_set is None and not (method == "lora" and cfg.lora_rank):
+    if cfg.needs_neuron_set and neuron_set is None:
         raise LapeHubError(f"method {method!r} needs the language's neuron set")
     if method in SPARSE_METHODS:
         ns = neuron_set if method == "lape-sparse" else random_neuron_set(neuron_set, cfg.seed)
@@ -482,7 +488,7 @@ def finetune(
     lr, wd = cfg.resolved_lr, cfg.weight_decay
 
     # -- neuron set --------------------------------------------------------------------
-    if neuron_set is None and (cfg.method in ("lape-sparse", "random") or (cfg.method == "lora" and not cfg.lora_rank)):
+    if neuron_set is None and cfg.needs_neuron_set:
         from lape_hub.catalog import Catalog
 
         cat = catalog if hasattr(catalog, "neuron_set") else Catalog(catalog)

@@ -412,7 +412,7 @@ class SparseNeuronModel:
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def inject(cls, model: nn.Module, neurons: Sequence[np.ndarray | Sequence[int] | torch.Tensor],
-               config: AdapterConfig, *, freeze: bool = True) -> "SparseNeuronModel":
+               config: AdapterConfig) -> "SparseNeuronModel":
         """Wrap the FFN projections of every layer that has neurons; all base weights frozen.
 
         ``neurons[i]`` are layer ``i``'s neuron indices (e.g. ``NeuronSet.layers``). The
@@ -425,9 +425,8 @@ class SparseNeuronModel:
         if len(neurons) != len(ffn):
             raise AdapterMismatchError(
                 f"neuron set has {len(neurons)} layers, the model has {len(ffn)} FFN layers")
-        if freeze:
-            for p in model.parameters():
-                p.requires_grad_(False)
+        for p in model.parameters():
+            p.requires_grad_(False)
         total = _unique_params(model)
         wraps: list[_LayerWrap] = []
         n_neurons = 0
