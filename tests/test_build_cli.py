@@ -126,7 +126,7 @@ def test_build_then_add_one_language(tiny_registry):
     assert [(row[0], row[1]) for row in rows] == [("npi_Deva", "mlt_Latn"), ("npi_Deva", "npi_Deva")]
 
 
-def test_build_refuses_bad_corpora(tiny_registry):
+def test_build_refuses_bad_corpora(tiny_registry, monkeypatch):
     corpus = synthetic_corpus(tiny_registry / "corpus", ["mlt_Latn", "npi_Deva"])
     r = cli("build", "--model", "tiny-llama", "--refset", "tiny-3", "--corpus", str(corpus),
             "--max-tokens", "1500", "--seq-len", "64", "--quiet")
@@ -135,6 +135,18 @@ def test_build_refuses_bad_corpora(tiny_registry):
     r = cli("build", "--model", "tiny-llama", "--refset", "tiny-3", "--corpus", str(short),
             "--seq-len", "64", "--quiet")
     assert r.exit_code != 0 and "tokens" in str(r.exception or r.output)
+    # a language with an empty file: refused before the model is loaded
+    empty = synthetic_corpus(tiny_registry / "empty", ["mlt_Latn", "npi_Deva", "mkd_Cyrl"])
+    (empty / "mkd_Cyrl" / "train.tsv").write_text("index_id\tcategory\ttext\n")
+    import lape_hub.models as models
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models, "load_model", no_model)
+    r = cli("build", "--model", "tiny-llama", "--refset", "tiny-3", "--corpus", str(empty),
+            "--seq-len", "64", "--quiet")
+    assert r.exit_code != 0 and "no train text for mkd_Cyrl" in str(r.exception or r.output)
 
 
 def test_unknown_architecture_is_one_line(tmp_path):
