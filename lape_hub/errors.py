@@ -77,3 +77,34 @@ class AdapterMismatchError(LapeHubError):
 
 class HubError(LapeHubError):
     """A Hugging Face Hub operation failed (auth, missing repo, conflict)."""
+
+
+class OutputPathError(LapeHubError):
+    """An output path can't be used: inside the catalog or the cache, a folder where a file
+    is expected, a missing or unwritable parent, or a suffix that contradicts ``--format``."""
+
+
+class MissingExtraError(LapeHubError):
+    """A command needs an optional dependency (e.g. torch) that is not installed."""
+
+
+def require(module: str, extra: str = "build", *, purpose: str | None = None):
+    """Import ``module`` or raise :class:`MissingExtraError` naming the extra to install.
+
+    Example::
+
+        >>> require("json").__name__
+        'json'
+        >>> require("no_such_module_x", "build", purpose="reading .pt files")
+        Traceback (most recent call last):
+        ...
+        lape_hub.errors.MissingExtraError: reading .pt files needs no_such_module_x, which is not installed: pip install 'lape-hub[build]'
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        what = purpose or "this command"
+        raise MissingExtraError(f"{what} needs {module}, which is not installed: "
+                                f"pip install 'lape-hub[{extra}]'") from None
