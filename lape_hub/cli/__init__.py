@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line, not click's usage block
+        where = f" (see '{e.ctx.command_path} -h')" if e.ctx is not None else ""
+        msg = " ".join(e.format_message().split())
+        click.echo(f"error: {msg}{where}", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
