@@ -64,9 +64,26 @@ def parse_entry_path(path: str) -> tuple[str, dict[str, str]] | None:
     True
     """
     parts = path.split("/")
-    if len(parts) < 3 or parts[0] not in table_names() or not parts[-1].endswith(".parquet"):
+    if len(parts) < 3 or parts[0] not in table_names() or parts[-1] != DATA_FILE:
         return None
-    return parts[0], {k: _unquote(v) for k, v in (p.split("=", 1) for p in parts[1:-1] if "=" in p)}
+    # strict: exactly the table's partition columns, in order, each value as _quote writes
+    # it (so no "..", "/", "\\" or empty value); anything else is not a catalog file
+    expected = table_schema(parts[0]).partition_by
+    if len(parts) - 2 != len(expected):
+        return None
+    key = {}
+    for part, col in zip(parts[1:-1], expected):
+        name, sep, raw = part.partition("=")
+        if not sep or name != col or not raw:
+            return None
+        value = _unquote(raw)
+        try:
+            if _quote(value) != raw:
+                return None
+        except SchemaError:
+            return None
+        key[col] = value
+    return parts[0], key
 
 
 @dataclass(frozen=True)
@@ -124,8 +141,12 @@ class Catalog:
                            for k in schema.partition_by)
         out = []
         for path in sorted(base.glob(f"{pattern}/{DATA_FILE}")):
-            _table, key = parse_entry_path(path.relative_to(self.root).as_posix())
-            out.append(Entry(table, key, path))
+            parsed = parse_entry_path(path.relative_to(self.root).as_posix())
+            if parsed is None:
+                raise SchemaError(f"{path}: not a catalog file name lape-hub writes (partition "
+                                  "folders must be the table's key, values as lape-hub quotes "
+                                  "them)")
+            out.append(Entry(table, parsed[1], path))
         return out
 
     # -- writing -----------------------------------------------------------------------
@@ -190,8 +211,8 @@ class Catalog:
             cols = list(columns or schema.columns)
             need = cols + [c for c in (rows or {}) if c not in cols]
             table = pf.read(columns=need)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
+        except (pa.ArrowException, OSError) as e:
+            raise SchemaError(f"corrupt Parquet file {path}: {_first_line(e)}") from None
         if rows:
             import numpy as np
 
@@ -293,11 +314,11 @@ class Catalog:
                                           "bytes": 0})
                 row["files"] += 1
                 row["bytes"] += entry.size
+                # every file's footer is checked: `list` names a damaged or foreign file
+                table_schema(table).check_file(entry.path)
                 if "lang" in entry.key:
                     row["langs"].add(entry.key["lang"])
                 else:
-                    if "lang" not in table_schema(table).columns:
-                        table_schema(table).check_file(entry.path)
                     row["langs"].update(file_langs(entry.path, table) or ())
         out = []
         for row in rows.values():
@@ -321,9 +342,17 @@ def check_manifest(path: Path, where: str, *, action: str = "") -> int:
     ``action`` is what to do before upgrading is possible (e.g. "before publishing to it").
     """
     try:
-        version = int(json.loads(path.read_text())["schema_version"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise SchemaError(f"{where}: {MANIFEST} is not a lape-hub catalog manifest") from None
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        raise SchemaError(f"{where}: {MANIFEST} is not a lape-hub catalog manifest (not JSON)"
+                          ) from None
+    if not isinstance(doc, dict) or doc.get("format", "lape-hub-catalog") != "lape-hub-catalog":
+        raise SchemaError(f"{where}: {MANIFEST} is not a lape-hub catalog manifest")
+    version = doc.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        shown = json.dumps(version)[:40]
+        raise SchemaError(f"{where}: {MANIFEST} has schema_version {shown}, not a positive "
+                          "integer: not a lape-hub catalog manifest")
     if version > SCHEMA_VERSION:
         raise SchemaError(f"{where} has schema version {version}, newer than this lape-hub's "
                           f"{SCHEMA_VERSION}: upgrade lape-hub" + (f" {action}" if action else ""))
@@ -353,8 +382,8 @@ def first_row(path: Path, columns: list[str] | None = None) -> dict[str, Any] | 
     row), reading one batch, not whole columns; None for an empty file."""
     try:
         batch = next(pq.ParquetFile(path).iter_batches(batch_size=1, columns=columns), None)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
+    except (pa.ArrowException, OSError, KeyError) as e:
+        raise SchemaError(f"corrupt Parquet file {path}: {_first_line(e)}") from None
     return batch.to_pylist()[0] if batch is not None and batch.num_rows else None
 
 
@@ -362,8 +391,14 @@ def _distinct(path: Path, column: str) -> set:
     """Distinct values of one column (ParquetFile, not pyarrow.dataset: no pandas import)."""
     try:
         return set(pq.ParquetFile(path).read(columns=[column]).column(column).to_pylist())
-    except (pa.ArrowInvalid, OSError) as e:
-        raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
+    except (pa.ArrowException, OSError, KeyError) as e:
+        raise SchemaError(f"corrupt Parquet file {path}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an error's message (pyarrow's can span several)."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 class _LockGuard:

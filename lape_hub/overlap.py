@@ -17,12 +17,16 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from lape_hub.catalog import DEFAULT_SELECTION, Catalog
 from lape_hub.errors import NotInCatalogError
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,34 @@ class OverlapMatrix:
         rows = ["lang," + ",".join(self.langs)]
         rows += [f"{a}," + ",".join(fmt(v) for v in vals[i]) for i, a in enumerate(self.langs)]
         return "\n".join(rows) + "\n"
+
+    def to_arrow(self) -> "pa.Table":
+        """Long format, one row per ordered pair: ``lang_a, lang_b, size_a, size_b, shared,
+        jaccard`` (both metrics, whatever ``metric`` is)."""
+        import pyarrow as pa
+
+        n = len(self.langs)
+        sizes = np.asarray(self.sizes, dtype=np.int64)
+        shared = np.asarray(self.shared, dtype=np.int64)
+        union = sizes[:, None] + sizes[None, :] - shared
+        jaccard = np.where(union > 0, shared / np.maximum(union, 1), 0.0)
+        a, b = np.divmod(np.arange(n * n), n)
+        langs = np.asarray(self.langs, dtype=object)
+        return pa.table({
+            "lang_a": pa.array(langs[a].tolist(), pa.string()),
+            "lang_b": pa.array(langs[b].tolist(), pa.string()),
+            "size_a": pa.array(sizes[a], pa.int64()),
+            "size_b": pa.array(sizes[b], pa.int64()),
+            "shared": pa.array(shared.reshape(-1), pa.int64()),
+            "jaccard": pa.array(jaccard.reshape(-1), pa.float64()),
+        })
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """:meth:`to_arrow` as a pandas DataFrame (needs pandas)."""
+        from lape_hub.errors import require
+
+        require("pandas", "plots", purpose="to_pandas()")
+        return self.to_arrow().to_pandas()
 
 
 def shared_counts(lang_index: np.ndarray, neuron_id: np.ndarray, n_langs: int,
@@ -107,11 +139,12 @@ def overlap_matrix(catalog: Catalog, model: str, refset: str = "paper-12",
         raise NotInCatalogError(
             f"no neuron sets for {spec.alias} · refset {refset} in {catalog.root}; build them "
             f"with: lape-hub build --model {spec.alias} --refset {refset} --corpus PATH")
+    table_schema("neurons").check_file(path)   # a foreign or truncated file: one line
     try:
         pf = pq.ParquetFile(path, read_dictionary=["lang"])
         table_schema("neurons").check_arrow_schema(pf.schema_arrow.remove_metadata(), path)
         t = pf.read(columns=["lang", "layer", "neuron"])
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowException, OSError) as e:
         raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
     lang_col = t.column("lang").combine_chunks()
     names = lang_col.dictionary.to_pylist()

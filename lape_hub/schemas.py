@@ -80,8 +80,9 @@ class TableSchema:
 
         try:
             found = pq.read_schema(path)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise SchemaError(f"corrupt Parquet file {path}: {str(e).splitlines()[0]}") from None
+        except (pa.ArrowException, OSError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise SchemaError(f"corrupt Parquet file {path}: {first}") from None
         self.check_arrow_schema(found, path)
 
     def check_arrow_schema(self, found: pa.Schema, path: Path) -> None:
