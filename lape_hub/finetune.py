@@ -44,12 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lape_hub.atomic import atomic_path
+from lape_hub.device import resolve_dtype_name
 from lape_hub.errors import LapeHubError
 from lape_hub.ffn import find_ffn_layers
+from lape_hub.lm_loss import lm_loss
 from lape_hub.sparse_adapter import (
     COMPONENTS,
     DENSE_WEIGHTS_NAME,
@@ -74,6 +75,7 @@ __all__ = [
     "FinetuneConfig",
     "FinetuneResult",
     "adapter_row",
+    "autocast",
     "default_out_dir",
     "evaluate",
     "finetune",
@@ -98,7 +100,9 @@ class FinetuneConfig:
     ``lora_rank=None`` matches LoRA's parameter count to the neuron set's (``lora_match``:
     ``"params"`` exactly, ``"paper"`` with the paper's count, see :func:`lora_params_per_rank`).
     ``revision`` names the model revision for models outside the registry (tests, local
-    folders); registry models take it from the registry.
+    folders); registry models take it from the registry. ``dtype`` is the compute dtype:
+    ``bfloat16`` trains under bf16 autocast (weights, deltas and optimizer state float32),
+    ``auto`` picks bfloat16 where the device runs it natively (:func:`lape_hub.device.default_dtype`).
 
     >>> FinetuneConfig("gemma-3-270m", "mlt_Latn", corpus="sib200", method="full").resolved_lr
     1e-05
@@ -125,7 +129,7 @@ class FinetuneConfig:
     lora_rank: int | None = None
     lora_alpha: float = 32.0
     lora_match: str = "params"
-    dtype: str = "float32"
+    dtype: str = "auto"
     device: str = "cpu"
     revision: str | None = None
 
@@ -133,6 +137,7 @@ class FinetuneConfig:
         if self.method not in METHODS:
             raise LapeHubError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
         self.components = parse_components(self.components)
+        self.dtype = resolve_dtype_name(self.dtype, self.device)  # "auto" -> what runs; hashed in the run id
         for name in ("seq_len", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise LapeHubError(f"{name} must be >= 1")
@@ -339,25 +344,20 @@ def prepare_method(model: nn.Module, cfg: FinetuneConfig, neuron_set: "NeuronSet
 
 
 # =========================================================================== loss / eval
-def lm_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Summed next-token NLL over real tokens and their count (padding never counts).
+def autocast(device: "torch.device | str", dtype: str) -> "torch.autocast":
+    """bfloat16 autocast on ``device`` when ``dtype == "bfloat16"`` (a no-op context otherwise).
 
-    >>> nll, n = lm_loss(model, ids, mask); (nll / n).item()                # doctest: +SKIP
+    The weights, the trained deltas and the optimizer state stay float32; only the matrix
+    products (and what autocast lists with them) run in bfloat16.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    # shift the labels, not the logits: slicing [B, T, vocab] logits would copy them
-    labels = input_ids.masked_fill(attention_mask == 0, -100).roll(-1, dims=1)
-    labels[:, -1] = -100
-    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                          ignore_index=-100, reduction="sum")
-    return nll, int((labels != -100).sum())
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: "PackedCorpus", batch_size: int = 2) -> float:
+def evaluate(model: nn.Module, data: "PackedCorpus", batch_size: int = 2, *, dtype: str = "float32") -> float:
     """Mean next-token NLL (nats per token) of ``model`` on packed ``data``.
 
-    ``math.exp`` of it is the perplexity.
+    ``math.exp`` of it is the perplexity. ``dtype="bfloat16"`` runs it under bf16 autocast.
 
     >>> math.exp(evaluate(model, packed_dev))                               # doctest: +SKIP
     41.7
@@ -367,8 +367,9 @@ def evaluate(model: nn.Module, data: "PackedCorpus", batch_size: int = 2) -> flo
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, data.n_sequences, batch_size):
-        nll, n = lm_loss(model, data.input_ids[i:i + batch_size].to(device),
-                         data.attention_mask[i:i + batch_size].to(device))
+        with autocast(device, dtype):
+            nll, n = lm_loss(model, data.input_ids[i:i + batch_size].to(device),
+                             data.attention_mask[i:i + batch_size].to(device))
         total += float(nll)
         count += n
     model.train(was_training)
@@ -507,7 +508,7 @@ def finetune(
     if model is None or tokenizer is None:
         from lape_hub.models import load_model
 
-        model, tokenizer = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        model, tokenizer = load_model(cfg.model, device=cfg.device, dtype="float32")  # bf16 via autocast
     device = next(model.parameters()).device
     train = tokenize_and_pack(train_docs, tokenizer, cfg.seq_len, cfg.train_tokens, lang=cfg.lang)
     val = tokenize_and_pack(val_docs, tokenizer, cfg.seq_len, cfg.val_tokens, min_tokens=2, lang=cfg.lang)
@@ -569,7 +570,7 @@ def finetune(
 
     def validate(state: dict[str, torch.Tensor]) -> None:
         nonlocal best_val, best_step
-        loss = evaluate(prep.model, val, cfg.batch_size)
+        loss = evaluate(prep.model, val, cfg.batch_size, dtype=cfg.dtype)
         improved = loss < best_val
         if improved:
             best_val, best_step = loss, step
@@ -590,7 +591,8 @@ def finetune(
         while step < n_steps:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             ids, mask = train.input_ids[idx].to(device), train.attention_mask[idx].to(device)
-            nll, n = lm_loss(prep.model, ids, mask)
+            with autocast(device, cfg.dtype):
+                nll, n = lm_loss(prep.model, ids, mask)
             loss = nll / max(n, 1)
             loss.backward()
             loss_value = loss.item()

@@ -242,6 +242,16 @@ class AdapterConfig:
 
 
 # =========================================================================== layer math
+def delta_dtype(weight_dtype: torch.dtype) -> torch.dtype:
+    """Deltas (and so their optimizer state) are float32 even on a bf16/fp16 base: a
+    ``1e-4``-sized update vanishes in bfloat16's 8-bit mantissa.
+
+    >>> delta_dtype(torch.bfloat16), delta_dtype(torch.float64)
+    (torch.float32, torch.float64)
+    """
+    return torch.float32 if weight_dtype in (torch.bfloat16, torch.float16) else weight_dtype
+
+
 class SparseRowDelta(nn.Module):
     """A frozen ``nn.Linear`` plus trainable deltas on some of its output rows.
 
@@ -268,7 +278,7 @@ class SparseRowDelta(nn.Module):
         for name, rows in parts.items():
             self.register_buffer(f"rows_{name}", rows.to(device=w.device, dtype=torch.long), persistent=False)
         self.delta = nn.ParameterDict({
-            name: nn.Parameter(torch.zeros(len(rows), w.shape[1], dtype=w.dtype, device=w.device))
+            name: nn.Parameter(torch.zeros(len(rows), w.shape[1], dtype=delta_dtype(w.dtype), device=w.device))
             for name, rows in parts.items()
         })
         self.merged = False
@@ -338,7 +348,7 @@ class SparseColumnDelta(nn.Module):
         self.base_layer = base_layer
         w = base_layer.weight
         self.register_buffer("neurons", neurons.to(device=w.device, dtype=torch.long), persistent=False)
-        self.delta = nn.Parameter(torch.zeros(w.shape[0], len(neurons), dtype=w.dtype, device=w.device))
+        self.delta = nn.Parameter(torch.zeros(w.shape[0], len(neurons), dtype=delta_dtype(w.dtype), device=w.device))
         self.merged = False
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

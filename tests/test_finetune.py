@@ -55,7 +55,7 @@ def _ns(model: str = "tiny-llama") -> NeuronSet:
 
 def _cfg(corpus: Path, **kw) -> FinetuneConfig:
     base = dict(model="tiny-llama", lang="mlt_Latn", corpus=str(corpus), seq_len=48, eval_every=4,
-                lr=3e-3, revision="r1", seed=0)
+                lr=3e-3, revision="r1", seed=0, dtype="float32")
     base.update(kw)
     return FinetuneConfig(**base)
 
