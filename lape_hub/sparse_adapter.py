@@ -773,6 +773,8 @@ def merge_adapter(folder: str | os.PathLike, out_dir: str | os.PathLike, *, base
     ``base`` defaults to the adapter's model (loaded with :func:`lape_hub.models.load_model`);
     a different alias, repo id or local folder is checked for compatibility. The adapter's
     ``lape_adapter.json`` is copied next to the weights as provenance.
+    The merge runs in float32 (a 1e-4 delta added to a bfloat16 weight would mostly round
+    away); ``dtype`` is what is written: ``float32`` or ``bfloat16``.
 
     >>> merge_adapter("runs/mlt", "merged/gemma-3-270m-mlt")                     # doctest: +SKIP
     PosixPath('merged/gemma-3-270m-mlt')
@@ -782,9 +784,12 @@ def merge_adapter(folder: str | os.PathLike, out_dir: str | os.PathLike, *, base
     folder, out_dir = Path(folder), Path(out_dir)
     config = AdapterConfig.load(folder)
     source = base or config.model
-    model, tok = load_model(source, dtype=dtype)
+    if dtype not in ("float32", "bfloat16"):
+        raise LapeHubError(f"unknown dtype {dtype!r}; use float32 or bfloat16")
+    model, tok = load_model(source, dtype="float32")
     name = None if (base and os.path.exists(base)) else source
     merged = apply_adapter(model, folder, model_name=name, merge=True)
+    merged = merged.to(getattr(torch, dtype))
     with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))

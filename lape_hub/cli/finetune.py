@@ -43,10 +43,12 @@ _METHODS = ["lape-sparse", "random", "lora", "ia3", "ffn", "full"]
 @click.option("--lora-alpha", type=float, default=32.0, show_default=True)
 @click.option("--lora-match", type=click.Choice(["params", "paper"]), default="params", show_default=True,
               help="Rank matching: exact parameter count, or the paper's count (one projection per layer, ~3x).")
-@click.option("--dtype", default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
+              help="Compute dtype: bfloat16 = bf16 autocast, float32 weights, deltas and optimizer state; "
+                   "auto = bfloat16 on CUDA and on CPUs with bf16 instructions (avx512_bf16/amx), else float32.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, default=None,
-              help="torch CPU threads (on a busy machine 1 can be much faster than oversubscribing).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (default: torch's; on a busy machine 1 can be much faster than oversubscribing).")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Run folder (default: runs/finetune/MODEL/LANG/METHOD-RUNID; rerunning resumes it).")
 @click.option("--fresh", is_flag=True, help="Discard a checkpoint in the run folder instead of resuming.")
@@ -63,14 +65,12 @@ def finetune(model, lang, corpus, method, refset, components, train_tokens, val_
     Example:
       lape-hub finetune --model gemma-3-270m --lang mt --corpus ../shared/data/sib200 --tokens 40000
     """
-    import torch
-
+    from lape_hub.device import apply_threads
     from lape_hub.finetune import FinetuneConfig
     from lape_hub.finetune import finetune as run
     from lape_hub.languages import resolve_language
 
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     cfg = FinetuneConfig(
         model=model, lang=resolve_language(lang).code, corpus=corpus, method=method, refset=refset,
         components=components, train_split=train_split, val_split=val_split, train_tokens=train_tokens,
@@ -82,7 +82,7 @@ def finetune(model, lang, corpus, method, refset, components, train_tokens, val_
     share = f" ({100 * a.share:.3f} % of the model)" if a.share else ""
     click.echo(f"{a.method} · {a.model} · {a.lang}: {a.trainable_params:,} trainable parameters{share}")
     click.echo(f"steps {res.steps}, tokens {res.tokens:,}, best val loss {res.best_val_loss:.4f} "
-               f"at step {res.best_step} ({res.seconds:.0f} s)")
+               f"at step {res.best_step} ({res.seconds:.0f} s, {cfg.dtype})")
     click.echo(f"signature: {a.signature}")
     click.echo(f"adapter: {res.adapter_dir}")
     if res.catalog_path:
@@ -95,16 +95,20 @@ def finetune(model, lang, corpus, method, refset, components, train_tokens, val_
               help="Folder for the merged model (transformers save_pretrained layout).")
 @click.option("--base", default=None,
               help="Base model (alias, repo id or folder; default: the adapter's model). Checked for compatibility.")
-@click.option("--dtype", default="float32", show_default=True)
-def merge(adapter, out_dir, base, dtype):
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="dtype of the written weights (the merge itself always runs in float32).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
+def merge(adapter, out_dir, base, dtype, threads):
     """Merge an adapter into its base model and write a full model folder.
 
     \b
     Example:
       lape-hub merge runs/finetune/gemma-3-270m/mlt_Latn/lape-sparse-0123abcd4567/adapter -o merged/mlt
     """
+    from lape_hub.device import apply_threads
     from lape_hub.sparse_adapter import AdapterConfig, merge_adapter
 
+    apply_threads(threads)
     cfg = AdapterConfig.load(adapter)
     path = merge_adapter(adapter, out_dir, base=base, dtype=dtype)
     click.echo(f"merged {cfg.method} adapter ({cfg.signature}) into {base or cfg.model}")
