@@ -39,6 +39,16 @@ class UnknownRefsetError(UnknownNameError):
     kind = "reference set"
 
 
+class LanguageScriptError(UnknownLanguageError):
+    """A tag asks for a script (``sr-Latn``) that FLORES-200 lacks for that language."""
+
+    def __init__(self, name: str, script: str, suggestions: list[str]):
+        self.name, self.script, self.suggestions = name, script, list(suggestions)
+        LapeHubError.__init__(
+            self, f"language {name!r} asks for {script} script, which FLORES-200 lacks for it;"
+                  f" did you mean: {', '.join(self.suggestions)}?")
+
+
 class RegistryError(LapeHubError):
     """A registry TOML file is malformed."""
 
