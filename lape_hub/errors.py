@@ -69,6 +69,11 @@ class QueryRefusedError(LapeHubError):
     """User SQL tried to write, attach, load or reach outside the catalog."""
 
 
+class QueryError(LapeHubError):
+    """User SQL failed while it ran or its result was written: a runtime error, a time or
+    memory limit, a column the output format cannot hold, an unwritable output."""
+
+
 class NeuronSetFormatError(LapeHubError):
     """An imported neuron-set file does not fit its model."""
 
@@ -118,3 +123,7 @@ def require(module: str, extra: str = "build", *, purpose: str | None = None):
         what = purpose or "this command"
         raise MissingExtraError(f"{what} needs {module}, which is not installed: "
                                 f"pip install 'lape-hub[{extra}]'") from None
+
+
+class CatalogConflictError(LapeHubError):
+    """A write would change an existing catalog entry and the caller did not ask to replace it."""

@@ -136,14 +136,14 @@ def test_import_paper_release_matches_table_1(tmp_path):
     pth = shared_data("paper-neurons", "llama-3.1-8b.top5.pth")
     r = run_main("import", str(pth), "--model", "llama-3.1-8b", "--langs",
                  "mt af is cy mk lv lt sl sk et ka ne", "--refset", "paper-12",
-                 env={"LAPE_HUB_CATALOG": str(tmp_path)})
+                 env={"LAPE_HUB_CATALOG": str(tmp_path / "cat")})
     assert r.returncode == 0, r.stderr
     for line in ["afr_Latn: 2,581 neurons, 31.7M parameters (0.39 %)",
                  "cym_Latn: 6,020 neurons, 74.0M", "kat_Geor: 1,150 neurons, 14.1M"]:
         assert line in r.stdout
     out = tmp_path / "back.pt"
     r = run_main("export", "--model", "llama-3.1-8b", "--langs", "mt af is cy mk lv lt sl sk et ka ne",
-                 "-o", str(out), env={"LAPE_HUB_CATALOG": str(tmp_path)})
+                 "-o", str(out), env={"LAPE_HUB_CATALOG": str(tmp_path / "cat")})
     assert r.returncode == 0, r.stderr
     import torch
 

@@ -32,9 +32,11 @@ def _remote(hub_repo, revision, **where):
 @click.option("--refset", default=None, help="Reference set (default: paper-12 if present).")
 @click.option("--selection", default=None, help="Selection key, e.g. top0.05-f0.95-b0.95.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "json", "pt"]), default=None,
-              help="Output format (default: from -o's suffix, else parquet).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Where to write the set (default: ./MODEL.LANG.FORMAT).")
+              help="Output format (default: from -o's suffix, which must agree; parquet "
+                   "without -o).")
+@click.option("-o", "--output", default=None,
+              help="Where to write the set (default: ./MODEL.LANG.FORMAT); its folder must "
+                   "exist, and it may not lie inside the catalog or the cache.")
 @catalog_option
 @remote_options
 def fetch(model, lang, refset, selection, fmt, output, catalog_dir, remote, hub_repo, revision):
@@ -44,8 +46,15 @@ def fetch(model, lang, refset, selection, fmt, output, catalog_dir, remote, hub_
     set and a Hub repo is configured) downloads just that model's neuron partitions from
     the Hub dataset repo into the cache (HF_HUB_OFFLINE=1 serves from the cache).
     """
-    from lape_hub.errors import NotInCatalogError
-    from lape_hub.formats import format_from_path, write_neuron_sets
+    from lape_hub.errors import NotInCatalogError, require
+    from lape_hub.formats import write_neuron_sets
+    from lape_hub.output_paths import NEURON_SET_SUFFIXES, check_output_file
+
+    if output is not None:  # refuse a bad -o before any download
+        output, fmt = check_output_file(output, formats=NEURON_SET_SUFFIXES, fmt=fmt,
+                                        catalog_root=catalog_dir)
+    if fmt == "pt":
+        require("torch", "build", purpose="writing .pt files")
 
     def from_hub():
         where = {"refset": refset} if refset else {}
@@ -64,8 +73,10 @@ def fetch(model, lang, refset, selection, fmt, output, catalog_dir, remote, hub_
             if configured_hub_repo() is None:
                 raise
             ns = from_hub()
-    fmt = format_from_path(output, fmt) if output else (fmt or "parquet")
-    output = output or f"{ns.model}.{ns.lang}.{fmt}"
+    if output is None:
+        fmt = fmt or "parquet"
+        output, fmt = check_output_file(f"{ns.model}.{ns.lang}.{fmt}", formats=NEURON_SET_SUFFIXES,
+                                        fmt=fmt, catalog_root=catalog_dir)
     write_neuron_sets([ns], output, fmt)
     click.echo(ns.summary())
     click.echo(f"wrote {output} ({fmt})")
@@ -74,55 +85,63 @@ def fetch(model, lang, refset, selection, fmt, output, catalog_dir, remote, hub_
 @click.command()
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
-              default="table", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Write the result to a file (required for parquet).")
-@click.option("--max-rows", type=int, default=40, show_default=True,
+              default=None,
+              help="Output format (default: from -o's suffix, which must agree; table "
+                   "without -o). json: one object per line.")
+@click.option("-o", "--output", default=None,
+              help="Write the result to FILE.csv, .json/.jsonl or .parquet (atomically); its "
+                   "folder must exist, and it may not lie inside the catalog or the cache.")
+@click.option("--max-rows", type=click.IntRange(min=1), default=40, show_default=True,
               help="Rows shown in table format.")
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="Stop the query after SECONDS (default 60, or [sql] timeout in the "
+                   "config file).")
+@click.option("--memory-limit", default=None,
+              help="DuckDB memory limit, e.g. 4GB, 512MiB or 25% of RAM (default 50%, or "
+                   "[sql] memory_limit in the config file).")
 @catalog_option
 @remote_options
 @click.option("--model", default=None, help="With --remote: download only this model's files.")
-def sql(query, fmt, output, max_rows, catalog_dir, remote, hub_repo, revision, model):
-    """Run read-only DuckDB SQL over views of every catalog table.
+def sql(query, fmt, output, max_rows, timeout_s, memory_limit, catalog_dir, remote, hub_repo,
+        revision, model):
+    """Run one read-only DuckDB statement over views of every catalog table.
 
     \b
     Tables: activation_counts, lape, neurons (and adapters when present).
+    Only SELECT (and EXPLAIN of a SELECT) runs; DuckDB opens no file, so nothing can be
+    written. Limits: --timeout, --memory-limit (see docs/security.md).
     Example:
       lape-hub sql "SELECT lang, count(*) FROM neurons WHERE model='gemma-3-270m' GROUP BY lang"
     """
-    from lape_hub.query import run_sql
+    from lape_hub.config import load_sql_limits
+    from lape_hub.errors import OutputPathError
+    from lape_hub.query import render_table, result_table, write_result
 
+    limits = load_sql_limits(timeout_s, memory_limit)
+    if output is not None:  # refuse a bad -o before any download or query
+        from lape_hub.output_paths import QUERY_SUFFIXES, check_output_file
+
+        if fmt == "table":
+            raise OutputPathError("--format table is for the terminal; write -o FILE.csv, "
+                                  ".json or .parquet")
+        output, fmt = check_output_file(output, formats=QUERY_SUFFIXES, fmt=fmt,
+                                        catalog_root=catalog_dir)
+    elif fmt == "parquet":
+        raise OutputPathError("--format parquet needs -o FILE.parquet")
     if remote or hub_repo:
         cat = _remote(hub_repo, revision, **({"model": model} if model else {}))
     else:
         cat = open_catalog(catalog_dir)
-    rel = run_sql(cat, query)
-    if fmt == "table" and output is None:
-        rel.show(max_rows=max_rows, max_width=200)
+    if fmt in (None, "table"):
+        click.echo(render_table(cat, query, limits=limits, max_rows=max_rows, max_width=200),
+                   nl=False)
         return
-    table = rel.to_arrow_table()
-    if fmt == "parquet":
-        if output is None:
-            raise click.UsageError("--format parquet needs -o PATH")
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, output)
-        click.echo(f"wrote {table.num_rows} rows to {output}")
+    table = result_table(cat, query, fmt, limits=limits)
+    if output is None:
+        write_result(table, fmt, click.get_binary_stream("stdout"))
         return
-    if fmt in ("csv", "table"):
-        import pyarrow.csv as pacsv
-
-        sink = output or sys.stdout.buffer
-        pacsv.write_csv(table, sink)
-    else:
-        import json
-
-        text = "\n".join(json.dumps(r, default=str) for r in table.to_pylist())
-        if output:
-            with open(output, "w") as f:
-                f.write(text + "\n")
-        else:
-            click.echo(text)
+    n = write_result(table, fmt, output)
+    click.echo(f"wrote {n} rows to {output} ({fmt})")
 
 
 @click.command()
