@@ -61,6 +61,10 @@ class NotInCatalogError(LapeHubError):
     """The requested entry is not in the catalog; the message says how to build it."""
 
 
+class CatalogNotFoundError(NotInCatalogError):
+    """The catalog folder (``--catalog`` / ``LAPE_HUB_CATALOG``) does not exist."""
+
+
 class CatalogBusyError(LapeHubError):
     """Another writer holds the catalog's lock for too long."""
 
