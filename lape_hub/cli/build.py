@@ -81,7 +81,7 @@ def build(model, refset, langs, corpus, split, max_tokens, seq_len, batch_size, 
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    report = run_build(open_catalog(catalog_dir), model, refset, corpus, split=split,
+    report = run_build(open_catalog(catalog_dir, create=True), model, refset, corpus, split=split,
                        langs=split_langs(langs) or None, max_tokens=max_tokens, seq_len=seq_len,
                        batch_size=batch_size, device=device, dtype=dtype,
                        text_column=text_column, checkpoint_every=checkpoint_every,

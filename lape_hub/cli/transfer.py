@@ -26,7 +26,7 @@ def import_(path, model, langs, refset, selection, fmt, replace, catalog_dir):
     reference set first; torch files are loaded with weights_only=True."""
     from lape_hub.formats import import_neuron_sets
 
-    res = import_neuron_sets(open_catalog(catalog_dir), path, model=model,
+    res = import_neuron_sets(open_catalog(catalog_dir, create=True), path, model=model,
                              langs=split_langs(langs), refset=refset, selection=selection,
                              fmt=fmt, replace=replace)
     if res.status == "unchanged":
