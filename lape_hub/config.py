@@ -9,6 +9,8 @@ The catalog's Hub repo is, in order: ``--hub-repo ORG/NAME``, ``$LAPE_HUB_REPO``
     repo = "my-org/lape-hub-catalog"     # the catalog's dataset repo
     adapter_namespace = "my-org"         # where `publish --missing` creates adapter repos
     private = false                      # visibility of repos lape-hub creates
+    max_download_mb = 2048               # cap on one file read from the Hub (or
+                                         # $LAPE_HUB_MAX_DOWNLOAD_MB)
 
 The token comes from ``HF_TOKEN`` or the huggingface_hub login (``hf auth login``); it is
 handed to huggingface_hub and never printed, logged or written anywhere by lape-hub.
@@ -52,6 +54,7 @@ class HubSettings:
     repo: str | None = None
     adapter_namespace: str | None = None
     private: bool = False
+    max_download_mb: float | None = None
 
 
 def config_path() -> Path:
@@ -77,15 +80,20 @@ def load_settings() -> HubSettings:
         raise HubError(f"config file {e}") from None
     if not isinstance(hub, dict):
         raise HubError(f"{path}: [hub] must be a table")
-    unknown = sorted(set(hub) - {"repo", "adapter_namespace", "private"})
+    unknown = sorted(set(hub) - {"repo", "adapter_namespace", "private", "max_download_mb"})
     if unknown:
         raise HubError(f"{path}: unknown [hub] keys {unknown} (known: repo, adapter_namespace, "
-                       "private)")
+                       "private, max_download_mb)")
+    cap = hub.get("max_download_mb")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float))
+                            or not 0 < cap < float("inf")):
+        raise HubError(f"{path}: [hub] max_download_mb must be a positive number of MiB, "
+                       f"not {cap!r:.40}")
     repo = hub.get("repo")
     if repo is not None:
         repo = validate_repo_id(str(repo), source=str(path))
     return HubSettings(repo=repo, adapter_namespace=hub.get("adapter_namespace"),
-                       private=bool(hub.get("private", False)))
+                       private=bool(hub.get("private", False)), max_download_mb=cap)
 
 
 def validate_repo_id(repo_id: str, *, source: str = "--hub-repo") -> str:
