@@ -7,6 +7,15 @@ new means no commit. A concurrent publish (HTTP 412/409) is re-planned on the ne
 once, then refused; transient failures (5xx, connection) are retried with backoff. A
 failed publish leaves the remote as it was: the commit lands whole or not at all.
 
+What is sent is an allow-list of regular files lape-hub builds: a catalog's
+``CATALOG.json`` and ``<table>/<key>=<value>/.../data.parquet`` files (each checked against
+its schema first) and the table schemas; an adapter folder's weights, configs and
+``eval_results.json`` (:data:`ADAPTER_FILES`); a merged model's ``save_pretrained`` and
+tokenizer files (:data:`MERGED_FILES`). A folder holding a symlink, device, pipe or any
+other file is refused, naming them (:class:`~lape_hub.hub_files.UnsafeFolderError`); files
+are opened without following links when the commit is built. A dry run stages the files
+through the very same commit operations a real publish would send.
+
 Catalog publishing never drops data: a changed Parquet file whose remote copy has
 languages the local one lacks is refused (fetch the remote partition first, or
 ``force``). With ``missing_only`` (``--missing``, for CI) a changed file is published only
@@ -23,13 +32,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from lape_hub import config
 from lape_hub.cards import (ADAPTER_CONFIG, AdapterInfo, Evaluation, adapter_card,
@@ -40,7 +51,8 @@ from lape_hub.config import (hub_api, hub_error, hub_token, http_status, is_offl
                              with_retries)
 from lape_hub.digest import artifact_sha256
 from lape_hub.errors import HubError, LapeHubError, NotInCatalogError
-from lape_hub.hub_files import LocalFile, RemoteFile, download_remote_file, list_repo_files
+from lape_hub.hub_files import (LocalFile, RemoteFile, check_commit_sha, collect_files,
+                                download_remote_file, list_repo_files, redacting)
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -53,6 +65,19 @@ STATUSES = ("added", "changed", "deleted", "unchanged", "kept", "skipped")
 PENDING = ("added", "changed", "deleted")
 STAGING_MARKER = ".lape-hub-staging"
 MERGED_DIR = "merged"
+
+#: what an adapter folder may hold (every fine-tuning method's output; README.md is
+#: replaced by the generated model card)
+ADAPTER_FILES = frozenset({
+    "lape_adapter.json", "lape_adapter.safetensors", "dense_weights.safetensors",
+    "adapter_config.json", "adapter_model.safetensors", "eval_results.json", "README.md"})
+#: what a merged model folder may hold (``save_pretrained`` + tokenizer + the adapter config)
+MERGED_FILES = frozenset({
+    "config.json", "generation_config.json", "model.safetensors.index.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "added_tokens.json", "chat_template.jinja", "chat_template.json", "vocab.json",
+    "merges.txt", "spiece.model", "sentencepiece.bpe.model", "lape_adapter.json"})
+_SHARD = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors")
 
 
 @dataclass(frozen=True)
@@ -116,33 +141,46 @@ class Plan:
             lines.append(f"commit: {self.message}")
         return lines
 
-    def operations(self) -> list[Any]:
-        """Fresh commit operations for the pending changes (one list per commit attempt)."""
+    @contextmanager
+    def operations(self, *, everything: bool = False) -> Iterator[list[Any]]:
+        """Commit operations for the pending changes (``everything``: one add per file of
+        the tree after the commit, as a dry run stages it), built fresh for each attempt.
+
+        Every local file is opened here without following links and checked to be a
+        regular file; the operation uploads from that open file, which is closed on exit.
+        """
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-        ops: list[Any] = []
-        for c in self.pending:
-            if c.status == "deleted":
-                ops.append(CommitOperationDelete(path_in_repo=c.path, is_folder=False))
-            else:
-                f = self.files[c.path]
-                src = f.source if isinstance(f.source, bytes) else str(f.source)
-                ops.append(CommitOperationAdd(path_in_repo=c.path, path_or_fileobj=src))
-        return ops
+        with ExitStack() as stack:
+            ops: list[Any] = []
+            changes = [Change(p, "added") for p in sorted(self.files)] if everything \
+                else self.pending
+            for c in changes:
+                if c.status == "deleted":
+                    ops.append(CommitOperationDelete(path_in_repo=c.path, is_folder=False))
+                else:
+                    src = stack.enter_context(self.files[c.path].open())
+                    ops.append(CommitOperationAdd(path_in_repo=c.path, path_or_fileobj=src))
+            yield ops
 
     def stage(self, folder: str | Path) -> Path:
-        """Write ``files`` to ``folder`` (empty, new, or staged before) as the repo tree."""
+        """Write the repo tree as it will be after the commit to ``folder`` (empty, new, or
+        staged before), from the same commit operations a real publish builds."""
         root = Path(folder)
         if root.exists() and any(root.iterdir()):
-            if not (root / STAGING_MARKER).exists():
+            if not (root / STAGING_MARKER).is_file() or (root / STAGING_MARKER).is_symlink():
                 raise LapeHubError(f"--dry-run folder {root} is not empty (and was not staged "
                                    "by lape-hub): pick an empty or new folder")
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         (root / STAGING_MARKER).write_text(f"{self.repo_type} {self.repo_id} @ "
                                            f"{self.parent or '(new repo)'}\n")
-        for f in self.files.values():
-            f.write_to(root)
+        with self.operations(everything=True) as ops:
+            for op in ops:
+                dest = root.joinpath(*op.path_in_repo.split("/"))
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with op.as_file() as src, open(dest, "xb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
         return root
 
 
@@ -172,6 +210,17 @@ class PublishResult:
         return f"{self.repo_url} is up to date: no commit"
 
 
+def check_stage_dir(folder: str | Path | None, catalog_root: Path) -> Path | None:
+    """The ``--dry-run`` folder, checked before any work: not inside (or holding) the
+    catalog, the cache or the registry, not a file, under a writable parent. It is
+    created, with missing parents, when the tree is staged."""
+    if folder is None:
+        return None
+    from lape_hub.output_paths import check_output_dir
+
+    return Path(check_output_dir(folder, create=True, replaces=True, catalog_root=catalog_root))
+
+
 # -- talking to the remote ---------------------------------------------------------------------
 def remote_state(api: "HfApi", repo_id: str, repo_type: str, *, token: str | None) -> RemoteState:
     """The remote head and file listing; ``exists=False`` for a repo that is not there (404)."""
@@ -188,8 +237,9 @@ def remote_state(api: "HfApi", repo_id: str, repo_type: str, *, token: str | Non
     except Exception as e:
         raise hub_error(e, repo_id=repo_id, repo_type=repo_type, action="reading",
                         token=token) from None
-    files = list_repo_files(api, repo_id, repo_type, info.sha, token=token)
-    return RemoteState(exists=True, head=info.sha, files=files)
+    head = check_commit_sha(info.sha, f"{repo_type} repo {repo_id}")
+    files = list_repo_files(api, repo_id, repo_type, head, token=token)
+    return RemoteState(exists=True, head=head, files=files)
 
 
 def _diff(local: dict[str, LocalFile], remote: RemoteState, *,
@@ -216,15 +266,17 @@ def _commit(api: "HfApi", plan: Plan, *, replan: Callable[[], Plan], token: str 
     backoff = config.RETRY_BACKOFF_S if backoff is None else backoff
     replanned = conflicts = attempt = 0
     while True:
-        ops = plan.operations()
-        if not ops:
+        if not plan.pending:
             return plan, None, None, bool(replanned)
         try:
-            info = api.create_commit(plan.repo_id, ops, commit_message=plan.message,
-                                     commit_description=plan.description,
-                                     repo_type=plan.repo_type, revision="main",
-                                     parent_commit=plan.parent)
+            with plan.operations() as ops:
+                info = api.create_commit(plan.repo_id, ops, commit_message=plan.message,
+                                         commit_description=plan.description,
+                                         repo_type=plan.repo_type, revision="main",
+                                         parent_commit=plan.parent)
             return plan, info.oid, info.commit_url, bool(replanned)
+        except LapeHubError:
+            raise
         except Exception as e:
             status = http_status(e)
             if status in (409, 412):
@@ -295,16 +347,31 @@ def _open_catalog(catalog: "Catalog | str | Path | None") -> "Catalog":
 
 
 def catalog_data_files(catalog: "Catalog") -> dict[str, LocalFile]:
-    """CATALOG.json, every Parquet file and every table schema, keyed by path in the repo."""
-    from lape_hub.paths import schemas_dir
+    """CATALOG.json, every Parquet file and every table schema, keyed by path in the repo.
 
-    files = {}
-    for p in catalog.iter_files():
-        rel = p.relative_to(catalog.root).as_posix()
-        files[rel] = LocalFile(rel, p)
-    for p in sorted(schemas_dir().glob("*.json")):
-        files[f"schemas/{p.name}"] = LocalFile(f"schemas/{p.name}", p)
-    return files
+    The catalog folder may hold nothing else (its lock file aside): a symlink, special file
+    or stray file anywhere in it refuses the publish, naming it. Every Parquet file is
+    checked against its table's schema and CATALOG.json against this lape-hub's version.
+    """
+    from lape_hub.paths import schemas_dir
+    from lape_hub.schemas import table_schema
+
+    def allowed(rel: str) -> bool:
+        return rel == MANIFEST or parse_entry_path(rel) is not None
+
+    files = collect_files(catalog.root, allowed, what="catalog",
+                          skip=lambda rel: rel == ".lock") if catalog.root.is_dir() else {}
+    if not any(_table_of(p) for p in files):
+        raise NotInCatalogError(f"catalog {catalog.root} has no entries: nothing to publish")
+    if MANIFEST in files:
+        check_manifest(catalog.root / MANIFEST, f"catalog {catalog.root}")
+    for rel in files:
+        table = _table_of(rel)
+        if table is not None:
+            table_schema(table).check_file(catalog.root / rel)
+    files.update(collect_files(schemas_dir(), lambda rel: "/" not in rel and
+                               rel.endswith(".json"), what="schemas folder", prefix="schemas/"))
+    return dict(sorted(files.items()))
 
 
 def _table_of(path: str) -> str | None:
@@ -364,7 +431,8 @@ def _check_remote_schema(api: "HfApi", repo_id: str, remote: RemoteState, scratc
                          token: str | None) -> None:
     if MANIFEST not in remote.files or remote.head is None:
         return
-    path = download_remote_file(api, repo_id, "dataset", MANIFEST, remote.head, scratch, token=token)
+    path = download_remote_file(api, repo_id, "dataset", MANIFEST, remote.head, scratch,
+                                token=token, expected=remote.files[MANIFEST])
     check_manifest(path, f"dataset repo {repo_id}", action="before publishing to it")
 
 
@@ -376,8 +444,6 @@ def plan_catalog(api: "HfApi", catalog: "Catalog", repo_id: str, remote: RemoteS
     from lape_hub.schemas import table_schema
 
     data = catalog_data_files(catalog)
-    if not any(_table_of(p) for p in data):
-        raise NotInCatalogError(f"catalog {catalog.root} has no entries: nothing to publish")
     new_langs: dict[str, set[str]] = {}
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="lape-hub-remote-") as tmp:
@@ -398,7 +464,8 @@ def plan_catalog(api: "HfApi", catalog: "Catalog", repo_id: str, remote: RemoteS
                 local, remote_langs = file_langs(f.source, table), None
                 if local is not None and remote.head is not None:
                     rp = download_remote_file(api, repo_id, "dataset", path, remote.head,
-                                              scratch, token=token)
+                                              scratch, token=token, expected=r)
+                    table_schema(table).check_file(rp)
                     remote_langs = file_langs(rp, table)
             adds = None
             if local is not None and remote_langs is not None:
@@ -448,6 +515,8 @@ def publish_catalog(catalog: "Catalog | str | Path | None" = None, hub_repo: str
     """
     cat = _open_catalog(catalog)
     repo_id = resolve_hub_repo(hub_repo)
+    dry_run = check_stage_dir(dry_run, cat.root)
+    catalog_data_files(cat)               # refuse an unsafe or damaged catalog before any call
     token = hub_token(token, required=dry_run is None)
     api = hub_api(token)
     private = load_settings().private if private is None else private
@@ -456,8 +525,9 @@ def publish_catalog(catalog: "Catalog | str | Path | None" = None, hub_repo: str
         return plan_catalog(api, cat, repo_id, remote, token=token, missing_only=missing_only,
                             prune=prune, force=force, message=message, license=license)
 
-    return _run(api, make_plan, repo_id, "dataset", token=token, dry_run=dry_run,
-                private=private, retries=retries, backoff=backoff)
+    with redacting(token):
+        return _run(api, make_plan, repo_id, "dataset", token=token, dry_run=dry_run,
+                    private=private, retries=retries, backoff=backoff)
 
 
 # -- adapters ----------------------------------------------------------------------------------
@@ -541,18 +611,22 @@ def _merged_dir(adapter_dir: Path, merged: str | Path) -> Path:
 
 
 def adapter_files(adapter_dir: Path, merged: Path | None = None) -> dict[str, LocalFile]:
-    """The adapter folder's files (and the merged model's under ``merged/``) by repo path."""
-    files = {}
-    for p in sorted(adapter_dir.rglob("*")):
-        rel = p.relative_to(adapter_dir).as_posix()
-        if p.is_file() and not any(part.startswith(".") for part in rel.split("/")) and \
-                rel != "README.md" and (merged is None or not _inside(p, merged)):
-            files[rel] = LocalFile(rel, p)
+    """The adapter folder's files (and the merged model's under ``merged/``) by repo path.
+
+    Only :data:`ADAPTER_FILES` (and :data:`MERGED_FILES` or weight shards in ``merged``)
+    are accepted; any other entry, a symlink, device or pipe refuses the folder, naming it.
+    A merged folder inside the adapter folder is left to the ``merged`` walk.
+    """
+    inner = None
+    if merged is not None and _inside(merged, adapter_dir):
+        inner = merged.resolve().relative_to(adapter_dir.resolve()).as_posix()
+    files = collect_files(adapter_dir, lambda rel: rel in ADAPTER_FILES, what="adapter folder",
+                          skip=(lambda rel: rel == inner) if inner else None)
+    files.pop("README.md", None)              # replaced by the generated model card
     if merged is not None:
-        for p in sorted(merged.rglob("*")):
-            rel = p.relative_to(merged).as_posix()
-            if p.is_file() and not any(part.startswith(".") for part in rel.split("/")):
-                files[f"{MERGED_DIR}/{rel}"] = LocalFile(f"{MERGED_DIR}/{rel}", p)
+        files.update(collect_files(
+            merged, lambda rel: rel in MERGED_FILES or bool(_SHARD.fullmatch(rel)),
+            what="merged model folder", prefix=f"{MERGED_DIR}/"))
     return files
 
 
@@ -630,9 +704,11 @@ def publish_adapter(adapter_dir: str | Path, hub_repo: str | None = None, *,
         >>> publish_adapter("runs/gemma-3-270m/npi_Deva/adapter",
         ...                 "my-org/gemma-npi-lape")                        # doctest: +SKIP
     """
+    adapter_files(Path(adapter_dir))        # refuse links and stray files before reading any
     info = AdapterInfo.from_dir(adapter_dir)
     repo_id = adapter_repo_id(info, hub_repo, namespace)
     cat = _open_catalog(catalog)
+    dry_run = check_stage_dir(dry_run, cat.root)
     if catalog_repo is None:
         catalog_repo = config.configured_hub_repo()
     merged_path = _merged_dir(info.path, merged) if merged is not None else None
@@ -645,8 +721,9 @@ def publish_adapter(adapter_dir: str | Path, hub_repo: str | None = None, *,
                             merged=merged_path, missing_only=missing_only, prune=prune,
                             message=message, license=license)
 
-    return _run(api, make_plan, repo_id, "model", token=token, dry_run=dry_run, private=private,
-                retries=retries, backoff=backoff)
+    with redacting(token):
+        return _run(api, make_plan, repo_id, "model", token=token, dry_run=dry_run,
+                    private=private, retries=retries, backoff=backoff)
 
 
 def find_adapters(folder: str | Path) -> list[Path]:
@@ -668,7 +745,7 @@ def publish_missing(catalog: "Catalog | str | Path | None" = None, hub_repo: str
     """What the remote lacks: the catalog's new entries, then every adapter under
     ``adapters`` whose repo lacks it. With ``dry_run``, each repo is staged in a subfolder."""
     repo_id = resolve_hub_repo(hub_repo)
-    stage = Path(dry_run) if dry_run is not None else None
+    stage = check_stage_dir(dry_run, _open_catalog(catalog).root)
     results = [publish_catalog(catalog, repo_id, missing_only=True, token=token,
                                dry_run=stage / "catalog" if stage else None, private=private,
                                retries=retries, backoff=backoff)]

@@ -10,6 +10,14 @@ folder, laid out like any catalog::
     <cache_dir()>/hub/ORG/NAME/<sha>/neurons/model=gemma-3-270m/.../data.parquet
     <cache_dir()>/hub/ORG/NAME/<sha>/.lape-hub-remote.json   # repo, sha, the commit's listing
 
+Everything the Hub sends is checked before it is used: the commit id must be 40 hex digits,
+every listed path must be safe (relative, no ``..``, backslash or control character) and a
+file under a table folder must follow the catalog layout; a download stops at the size cap
+(:func:`lape_hub.hub_files.download_cap_bytes`) and lands only when it matches the listed
+checksum; a cached file is checked against that checksum again before each use (a
+tampered one is downloaded again, or refused offline) and every Parquet file against its
+table's schema.
+
 A commit never changes, so cached files are reused without asking the Hub, and with
 ``HF_HUB_OFFLINE=1`` everything is served from the cache (the last sha each revision
 resolved to), or refused in one line naming what is missing. A remote catalog whose schema
@@ -25,6 +33,8 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,8 +45,9 @@ from lape_hub.atomic import atomic_write_text
 from lape_hub.catalog import MANIFEST, check_manifest, parse_entry_path
 from lape_hub.config import (hub_api, hub_error, hub_token, is_offline, resolve_hub_repo,
                              with_retries)
-from lape_hub.errors import HubError, NotInCatalogError, UnknownNameError
-from lape_hub.hub_files import LocalFile, RemoteFile, download_remote_file, list_repo_files
+from lape_hub.errors import HubError, NotInCatalogError, SchemaError, UnknownNameError
+from lape_hub.hub_files import (LocalFile, RemoteFile, UnsafeFolderError, check_commit_sha,
+                                download_remote_file, list_repo_files, redacting, show_name)
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -45,6 +56,9 @@ if TYPE_CHECKING:
 
 RECORD = ".lape-hub-remote.json"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+#: top-level files of a catalog repo besides the tables (never downloaded but CATALOG.json)
+TOP_LEVEL = (MANIFEST, "README.md", ".gitattributes")
+log = logging.getLogger(__name__)
 
 
 def hub_cache_dir(repo_id: str, cache: str | Path | None = None) -> Path:
@@ -56,7 +70,8 @@ def hub_cache_dir(repo_id: str, cache: str | Path | None = None) -> Path:
 
 
 def _ref_file(repo_dir: Path, revision: str) -> Path:
-    return repo_dir / "refs" / quote(revision, safe="")
+    """``refs/<revision>``, quoted so that no revision name ("..", "a/b") leaves ``refs/``."""
+    return repo_dir / "refs" / quote(revision, safe="").replace(".", "%2E")
 
 
 def resolve_revision(repo_id: str, revision: str | None = None, *, api: "HfApi | None" = None,
@@ -70,8 +85,9 @@ def resolve_revision(repo_id: str, revision: str | None = None, *, api: "HfApi |
         return revision
     ref = _ref_file(hub_cache_dir(repo_id, cache), revision)
     if is_offline():
-        if ref.is_file():
-            return ref.read_text().strip()
+        if ref.is_file() and not ref.is_symlink():
+            return check_commit_sha(ref.read_text(errors="replace").strip(),
+                                    f"the cached ref {ref}")
         raise HubError(f"offline (HF_HUB_OFFLINE=1) and dataset repo {repo_id}@{revision} was "
                        "never fetched: fetch it once online")
     api = api or hub_api(hub_token(token))
@@ -83,6 +99,7 @@ def resolve_revision(repo_id: str, revision: str | None = None, *, api: "HfApi |
                         token=token) from None
     if not sha:
         raise HubError(f"dataset repo {repo_id} did not say which commit {revision} is")
+    check_commit_sha(sha, f"dataset repo {repo_id}")
     atomic_write_text(ref, sha + "\n")
     return sha
 
@@ -93,17 +110,83 @@ def _listing(api: "HfApi", repo_id: str, sha: str, token: str | None) -> dict[st
     return {p: {"size": f.size, "oid": f.oid, "sha256": f.sha256} for p, f in files.items()}
 
 
+def check_listing(listing: Any, where: str) -> dict[str, RemoteFile]:
+    """A catalog repo's listing (from the Hub or the cache record) as checked RemoteFiles.
+
+    Every path must be safe to join under the cache folder, and every path under a table
+    folder (or ending in ``.parquet``) must follow the catalog layout
+    (``table/key=value/.../data.parquet``, values quoted as lape-hub writes them).
+    """
+    from lape_hub.schemas import table_names
+
+    if not isinstance(listing, dict):
+        raise HubError(f"{where}: the file listing is malformed: refused")
+    tables = set(table_names())
+    out = {}
+    for path, meta in listing.items():
+        if not isinstance(meta, dict) or set(meta) != {"size", "oid", "sha256"}:
+            raise HubError(f"{where}: malformed listing entry for {show_name(str(path))}: "
+                           "refused")
+        f = RemoteFile(path, **meta).check(where)
+        if (path.split("/")[0] in tables or path.endswith(".parquet")) and \
+                parse_entry_path(path) is None:
+            raise HubError(f"{where} lists {show_name(path)}, which is not a catalog file "
+                           "name (table/key=value/.../data.parquet): refused")
+        out[path] = f
+    return out
+
+
 def _download(api: "HfApi", repo_id: str, sha: str, path: str, root: Path,
-              meta: dict[str, Any], token: str | None) -> None:
-    got = download_remote_file(api, repo_id, "dataset", path, sha, root, token=token)
-    if not RemoteFile(path, **meta).same_as(LocalFile(path, got)):
-        got.unlink(missing_ok=True)
-        raise HubError(f"{path} from dataset repo {repo_id}@{sha[:12]} does not match the "
-                       "checksum the Hub lists: deleted it, try again")
+              remote: RemoteFile, token: str | None) -> None:
+    download_remote_file(api, repo_id, "dataset", path, sha, root, token=token,
+                         expected=remote)
+
+
+def _cached_ok(root: Path, remote: RemoteFile) -> bool | None:
+    """None: not cached; True: a regular file matching the listing; False: tampered."""
+    local = root.joinpath(*remote.path.split("/"))
+    if not os.path.lexists(local):
+        return None
+    if local.is_symlink() or not local.is_file():
+        return False
+    try:
+        return local.stat().st_size == remote.size and remote.same_as(LocalFile(remote.path,
+                                                                               local))
+    except (OSError, UnsafeFolderError):
+        return False
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """The cache record, or None when it is absent or damaged (it is then made again)."""
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        log.warning("cache record %s is damaged: listing the commit again", path)
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        log.warning("cache record %s is damaged: listing the commit again", path)
+        return None
+    return record
 
 
 def _check_schema_version(root: Path, repo_id: str, sha: str) -> None:
     check_manifest(root / MANIFEST, f"remote catalog {repo_id}@{sha[:12]}")
+
+
+def _check_schemas(root: Path, paths: Sequence[str], where: str) -> None:
+    """Every selected Parquet file must match its table's schema (footer read only)."""
+    from lape_hub.schemas import table_schema
+
+    for p in paths:
+        parsed = parse_entry_path(p)
+        if parsed is None:
+            continue
+        try:
+            table_schema(parsed[0]).check_file(root.joinpath(*p.split("/")))
+        except SchemaError as e:
+            raise SchemaError(f"{where}: {e}") from None
 
 
 def _resolve_filter(key: str, value: str, present: set[str]) -> str:
@@ -161,7 +244,7 @@ def select_files(listing: Sequence[str], tables: Sequence[str] | None = None,
 def remote_catalog(hub_repo: str | None = None, *, revision: str | None = None,
                    tables: Sequence[str] | None = None, model: str | None = None,
                    token: str | None = None, cache: str | Path | None = None,
-                   **where: str) -> "Catalog":
+                   **where_: str) -> "Catalog":
     """A local :class:`~lape_hub.catalog.Catalog` over the needed partitions of the remote.
 
     Args:
@@ -171,40 +254,50 @@ def remote_catalog(hub_repo: str | None = None, *, revision: str | None = None,
         model: only this model's partitions (any registry spelling).
         token: default ``$HF_TOKEN`` or the saved login (public repos need none).
         cache: cache root (default :func:`lape_hub.paths.cache_dir`).
-        **where: more partition filters, e.g. ``refset="paper-12"``, ``lang="npi_Deva"``
+        **where_: more partition filters, e.g. ``refset="paper-12"``, ``lang="npi_Deva"``
             (applied to the tables partitioned by that column).
 
     Raises:
         HubError: unknown repo or revision (404), no access (401/403), offline without the
             files cached, a download that does not match its checksum.
-        SchemaError: the remote catalog's schema version is newer than this lape-hub's.
+        SchemaError: the remote catalog's schema version is newer than this lape-hub's,
+            or a file does not match its table's schema.
     """
+    repo_id = resolve_hub_repo(hub_repo)
+    offline = is_offline()
+    token = None if offline else hub_token(token)
+    with redacting(token):
+        return _remote_catalog(repo_id, revision, tables, model, token, cache, offline, where_)
+
+
+def _remote_catalog(repo_id: str, revision: str | None, tables: Sequence[str] | None,
+                    model: str | None, token: str | None, cache: str | Path | None,
+                    offline: bool, where_: dict[str, str]) -> "Catalog":
     from filelock import FileLock
 
     from lape_hub.catalog import Catalog
 
-    repo_id = resolve_hub_repo(hub_repo)
-    offline = is_offline()
-    token = None if offline else hub_token(token)
     api = None if offline else hub_api(token)
     sha = resolve_revision(repo_id, revision, api=api, token=token, cache=cache)
     repo_dir = hub_cache_dir(repo_id, cache)
     root = repo_dir / sha
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(repo_dir / f".{sha}.lock"), timeout=600):
+        where = f"dataset repo {repo_id}@{sha[:12]}"
         record_path = root / RECORD
-        record = json.loads(record_path.read_text()) if record_path.is_file() else None
+        record = _read_record(record_path)
         if record is None:
             if offline or api is None:
-                raise HubError(f"offline (HF_HUB_OFFLINE=1) and dataset repo "
-                               f"{repo_id}@{sha[:12]} is not cached: fetch it once online")
+                raise HubError(f"offline (HF_HUB_OFFLINE=1) and {where} is not cached (or its "
+                               "cache record is damaged): fetch it once online")
             record = {"repo": repo_id, "sha": sha, "files": _listing(api, repo_id, sha, token)}
+            check_listing(record["files"], where)
             atomic_write_text(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
-        listing: dict[str, dict[str, Any]] = record["files"]
+        listing = check_listing(record["files"], where)
         if MANIFEST not in listing:
             raise HubError(f"dataset repo {repo_id}@{sha[:12]} is not a lape-hub catalog (no "
                            f"{MANIFEST})")
-        filters = dict(where)
+        filters = dict(where_)
         if model is not None:
             filters["model"] = model
         keys = [parsed[1] for parsed in map(parse_entry_path, listing) if parsed]
@@ -218,7 +311,18 @@ def remote_catalog(hub_repo: str | None = None, *, revision: str | None = None,
                                     f"{'/'.join(tables) if tables else 'catalog'} entries for "
                                     f"{what}")
         wanted = [MANIFEST] + selected
-        todo = [p for p in wanted if not (root / p).is_file()]
+        todo = []
+        for p in wanted:
+            state = _cached_ok(root, listing[p])
+            if state is False:
+                if offline or api is None:
+                    raise HubError(f"cached {show_name(p)} of {where} does not match the "
+                                   "checksum the Hub lists (changed or damaged): refused; run "
+                                   "once online to download it again")
+                log.warning("cached %s of %s does not match its checksum: downloading it again",
+                            p, where)
+            if not state:
+                todo.append(p)
         if todo and (offline or api is None):
             raise HubError(f"offline (HF_HUB_OFFLINE=1) and {len(todo)} file(s) of dataset repo "
                            f"{repo_id}@{sha[:12]} are not cached (e.g. {todo[-1]}): fetch them "
@@ -235,4 +339,5 @@ def remote_catalog(hub_repo: str | None = None, *, revision: str | None = None,
                            for p in todo]
                 for f in futures:
                     f.result()
+        _check_schemas(root, selected, where)
     return Catalog(root)

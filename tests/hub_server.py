@@ -39,6 +39,15 @@ What is implemented (in-memory, one process, thread-safe under one lock):
   optionally after applying a commit, as when a response is lost) and
   :attr:`FakeHub.before_commit` (a hook that runs inside the commit handler, used to land a
   concurrent commit between a client's plan and its commit).
+* A hostile or careless server for the attack tests: :attr:`FakeHub.echo` puts the
+  ``Authorization`` header it received into every error message (as a badly written proxy
+  would), so a client that prints server messages unredacted leaks its token;
+  :attr:`FakeHub.info_hook`, :attr:`FakeHub.tree_hook` and :attr:`FakeHub.resolve_hook`
+  rewrite the repo info, the tree listing and the bytes served for a file.
+* Everything received is kept: :attr:`FakeHub.received` (request line, headers and body of
+  every request) and :meth:`FakeHub.received_bytes` (those plus the base64 file contents
+  and samples inside commit and preupload payloads, decoded), so a test can prove that some
+  bytes never reached the server.
 
 What is *not* implemented: Xet storage (the tests set ``HF_HUB_DISABLE_XET``; with Xet the
 client would ask ``/xet-write-token`` and upload to a CAS server), LFS multipart transfers,
@@ -175,6 +184,11 @@ class FakeHub:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.faults: list[Fault] = []
         self.before_commit: Callable[[Repo], None] | None = None
+        self.echo = False
+        self.received: list[bytes] = []
+        self.info_hook: Callable[[dict], dict] | None = None
+        self.tree_hook: Callable[[list[dict]], list[dict]] | None = None
+        self.resolve_hook: Callable[[str, bytes], bytes] | None = None
         self.lock = threading.RLock()
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
@@ -249,6 +263,33 @@ class FakeHub:
                 else:
                     tree[path] = Blob(data, self._is_lfs(path, data[:512]))
             return self._append_commit(repo, message, "", tree).oid
+
+    def received_bytes(self) -> bytes:
+        """Every byte received, plus the decoded base64 ``content``/``sample`` fields of
+        JSON and NDJSON bodies (inline commit files, preupload samples)."""
+        out = list(self.received)
+        for raw in self.received:
+            body = raw.split(b"\r\n\r\n", 1)[-1]
+            for line in body.splitlines():
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    continue
+                stack = [doc]
+                while stack:
+                    x = stack.pop()
+                    if isinstance(x, dict):
+                        for k, v in x.items():
+                            if k in ("content", "sample") and isinstance(v, str):
+                                try:
+                                    out.append(base64.b64decode(v))
+                                except ValueError:
+                                    pass
+                            else:
+                                stack.append(v)
+                    elif isinstance(x, list):
+                        stack.extend(x)
+        return b"\n".join(out)
 
     def repo(self, repo_id: str, repo_type: str = "dataset") -> Repo:
         return self.repos[(repo_type, repo_id)]
@@ -327,6 +368,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, err: HttpError) -> None:
         headers = dict(err.headers)
+        if self.fake.echo:     # a careless server: it repeats the credentials it was sent
+            err.message += f" (request had Authorization: {self.headers.get('Authorization')})"
         headers["X-Error-Message"] = err.message
         if err.code:
             headers["X-Error-Code"] = err.code
@@ -339,6 +382,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw_path = split.path
         self.fake.requests.append((self.command, path, dict(self.headers)))
         body = self._body() if self.command in ("POST", "PUT") else b""
+        with self.fake.lock:
+            self.fake.received.append(self.requestline.encode("latin-1") + b"\r\n"
+                                      + bytes(self.headers) + b"\r\n" + body)
         fault = self.fake._take_fault(self.command, path)
         try:
             if fault is not None and not fault.after_apply:
@@ -466,9 +512,12 @@ class _Handler(BaseHTTPRequestHandler):
         with self.fake.lock:
             repo = self._repo(repo_type, repo_id, user)
             commit = self._commit_or_404(repo, rev)
-            self._json(200, {"id": repo_id, "author": repo.namespace, "sha": commit.oid,
-                             "private": repo.private, "lastModified": commit.date,
-                             "siblings": [{"rfilename": p} for p in sorted(commit.files)]})
+            doc = {"id": repo_id, "author": repo.namespace, "sha": commit.oid,
+                   "private": repo.private, "lastModified": commit.date,
+                   "siblings": [{"rfilename": p} for p in sorted(commit.files)]}
+        if self.fake.info_hook is not None:
+            doc = self.fake.info_hook(doc)
+        self._json(200, doc)
 
     def _preupload(self, repo_type: str, repo_id: str, rev: str, doc: dict,
                    user: str | None) -> None:
@@ -582,6 +631,8 @@ class _Handler(BaseHTTPRequestHandler):
                                     "pointerSize": len(lfs_pointer(blob.sha256, len(blob.data)))}
                     entries[p] = e
         listing = [entries[k] for k in sorted(entries)]
+        if self.fake.tree_hook is not None:
+            listing = self.fake.tree_hook(listing)
         start = int(query.get("cursor", ["0"])[0])
         page = listing[start:start + self.fake.page_size]
         headers = {}
@@ -605,6 +656,8 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-Linked-Etag"] = f'"{blob.sha256}"'
             headers["X-Linked-Size"] = str(len(blob.data))
         data, status = blob.data, 200
+        if self.fake.resolve_hook is not None:
+            data = self.fake.resolve_hook(path, data)
         rng = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
         if rng and self.command == "GET":
             start = int(rng[1])

@@ -364,17 +364,18 @@ def test_adapter_repo_with_model_card(hub, tmp_path):
 
 def test_adapter_mirror_prunes_and_missing_leaves_it_alone(hub, tmp_path):
     folder = make_adapter(tmp_path / "adapter", evals=False)
-    (folder / "extra.bin").write_bytes(b"\0old")
+    (folder / "dense_weights.safetensors").write_bytes(b"\0old")
     publish_adapter(folder, "alice/ad", **FAST)
-    (folder / "extra.bin").unlink()
+    (folder / "dense_weights.safetensors").unlink()
     (folder / "lape_adapter.json").write_text(
         (folder / "lape_adapter.json").read_text().replace("200", "300"))
     skipped = publish_adapter(folder, "alice/ad", missing_only=True, **FAST)
     assert skipped.commit is None and skipped.plan.counts()["skipped"] == 3
     updated = publish_adapter(folder, "alice/ad", **FAST)
     assert {c.path: c.status for c in updated.plan.pending} == {
-        "extra.bin": "deleted", "lape_adapter.json": "changed", "README.md": "changed"}
-    assert "extra.bin" not in hub.files("alice/ad", "model")
+        "dense_weights.safetensors": "deleted", "lape_adapter.json": "changed",
+        "README.md": "changed"}
+    assert "dense_weights.safetensors" not in hub.files("alice/ad", "model")
 
 
 def test_adapter_with_merged_model(hub, tmp_path):

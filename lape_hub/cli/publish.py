@@ -8,7 +8,8 @@ Examples:
   lape-hub publish adapter adapters/gemma-3-270m/npi_Deva --hub-repo my-org/gemma-npi-lape
   lape-hub publish --missing --adapters adapters/         # CI: only what the remote lacks
 
-The token comes from HF_TOKEN or `hf auth login` and is never printed.
+The token comes from HF_TOKEN or `hf auth login` and is never printed. Only files lape-hub
+builds are sent: a folder holding a symlink, device, pipe or any other file is refused.
 """
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ hub_repo_option = click.option(
          "~/.config/lape-hub/config.toml).")
 dry_run_option = click.option(
     "--dry-run", "dry_run", type=click.Path(file_okay=False), default=None, metavar="DIR",
-    help="Stage the repo tree in DIR and print what would change; push nothing.")
+    help="Stage the repo tree in DIR and print what would change; push nothing. DIR is "
+         "created (with missing parent folders) when absent; a folder staged before is "
+         "replaced; a non-empty folder lape-hub did not stage, a file, or a folder inside "
+         "the catalog or the cache is refused.")
 private_option = click.option(
     "--private/--public", default=None,
     help="Visibility of a repo this creates (default: [hub] private in the config, else public).")
