@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from lape_hub.cli._common import (catalog_option, human_bytes, open_catalog, print_table,
-                                  split_langs)
+from lape_hub.cli._common import (LANGS_SYNTAX, POSITIVE_FLOAT, catalog_option, human_bytes,
+                                  langs_callback, open_catalog, print_table, split_langs)
 
 
 def remote_options(f):
@@ -28,7 +28,9 @@ def _remote(hub_repo, revision, **where):
 
 @click.command()
 @click.option("--model", required=True, help="Registry alias or Hugging Face repo id.")
-@click.option("--lang", required=True, help="FLORES-200 code, ISO 639-1/3 or English name.")
+@click.option("--lang", required=True,
+              help="FLORES-200 code, ISO 639-1/3, BCP-47 tag (zh-TW, mt_MT) or English name; a "
+                   "script FLORES-200 lacks (sr-Latn) is refused.")
 @click.option("--refset", default=None, help="Reference set (default: paper-12 if present).")
 @click.option("--selection", default=None, help="Selection key, e.g. top0.05-f0.95-b0.95.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "json", "pt"]), default=None,
@@ -93,7 +95,7 @@ def fetch(model, lang, refset, selection, fmt, output, catalog_dir, remote, hub_
                    "folder must exist, and it may not lie inside the catalog or the cache.")
 @click.option("--max-rows", type=click.IntRange(min=1), default=40, show_default=True,
               help="Rows shown in table format.")
-@click.option("--timeout", "timeout_s", type=float, default=None,
+@click.option("--timeout", "timeout_s", type=POSITIVE_FLOAT, default=None,
               help="Stop the query after SECONDS (default 60, or [sql] timeout in the "
                    "config file).")
 @click.option("--memory-limit", default=None,
@@ -145,13 +147,16 @@ def sql(query, fmt, output, max_rows, timeout_s, memory_limit, catalog_dir, remo
 
 
 @click.command()
-@click.option("--model", required=True)
-@click.option("--refset", default="paper-12", show_default=True)
-@click.option("--langs", multiple=True, help="Languages to include (default: all in the set).")
+@click.option("--model", required=True, help="Registry alias or Hugging Face repo id.")
+@click.option("--refset", default="paper-12", show_default=True,
+              help="Reference set whose neuron sets are compared.")
+@click.option("--langs", multiple=True, callback=langs_callback,
+              help=f"Languages to include (default: all in the set); {LANGS_SYNTAX}.")
 @click.option("--metric", type=click.Choice(["count", "jaccard"]), default="count",
-              show_default=True)
+              show_default=True,
+              help="count: neurons two sets share; jaccard: shared / union.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table",
-              show_default=True)
+              show_default=True, help="Aligned table, or CSV with a header row.")
 @catalog_option
 def overlap(model, refset, langs, metric, fmt, catalog_dir):
     """Pairwise overlap of language neuron sets (shared neurons or Jaccard)."""

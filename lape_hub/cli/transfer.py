@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import click
 
-from lape_hub.cli._common import catalog_option, open_catalog, split_langs
+from lape_hub.cli._common import LANGS_SYNTAX, catalog_option, langs_callback, open_catalog, split_langs
 
 
 @click.command("import")
 @click.argument("path", type=click.Path())
 @click.option("--model", required=True, help="Registry alias of the model the sets belong to.")
-@click.option("--langs", multiple=True, required=True,
-              help="The file's language order, e.g. --langs 'mt af is cy mk lv lt sl sk et ka ne'.")
+@click.option("--langs", multiple=True, required=True, callback=langs_callback,
+              help="The file's language order, e.g. --langs 'mt af is cy mk lv lt sl sk et ka "
+                   f"ne'; {LANGS_SYNTAX}.")
 @click.option("--refset", required=True, help="Reference set the sets were selected over.")
 @click.option("--selection", default="top0.05-f0.95-b0.95", show_default=True,
               help="Selection parameters the publisher used.")
@@ -46,7 +47,8 @@ def import_(path, model, langs, refset, selection, fmt, replace, catalog_dir):
 @click.option("--model", required=True, help="Registry alias or Hugging Face repo id.")
 @click.option("--refset", default=None,
               help="Reference set (default: the first the catalog holds for the model).")
-@click.option("--langs", multiple=True, help="Languages (default: all of the refset's sets).")
+@click.option("--langs", multiple=True, callback=langs_callback,
+              help=f"Languages, in file order (default: all of the refset's sets); {LANGS_SYNTAX}.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "json", "pt"]), default=None,
               help="Output format (default: from -o's suffix; a suffix that disagrees is refused).")
 @click.option("-o", "--output", required=True,
