@@ -3,21 +3,31 @@ from __future__ import annotations
 
 import click
 
-from lape_hub.cli._common import catalog_option, open_catalog, split_langs
+from lape_hub.cli._common import (LANGS_SYNTAX, POSITIVE, RATE, catalog_option, langs_callback,
+                                  open_catalog, split_langs)
+from lape_hub.errors import require
 
 _corpus_opts = [
     click.option("--corpus", required=True,
                  help="A folder with one subfolder per FLORES-200 code (SIB-200 layout), a "
                       ".txt/.jsonl/.parquet file, or a Hugging Face dataset name."),
-    click.option("--split", default="train", show_default=True),
-    click.option("--max-tokens", type=int, default=None, help="Token budget per language."),
+    click.option("--split", default="train", show_default=True,
+                 help="Corpus split to count on (train, dev, test; a Hub split name)."),
+    click.option("--max-tokens", type=POSITIVE, default=None,
+                 help="Token budget per language (default: the whole split)."),
 ]
 
 
 def _selection_opts(f):
-    f = click.option("--top-rate", type=float, default=0.05, show_default=True)(f)
-    f = click.option("--filter-rate", type=float, default=0.95, show_default=True)(f)
-    f = click.option("--bar-rate", type=float, default=0.95, show_default=True)(f)
+    f = click.option("--top-rate", type=RATE, default=0.05, show_default=True,
+                     help="LAPE selection: share of neurons with the lowest entropy kept, in "
+                          "(0, 1].")(f)
+    f = click.option("--filter-rate", type=RATE, default=0.95, show_default=True,
+                     help="LAPE selection: activation-probability quantile a neuron must "
+                          "reach in some language, in (0, 1].")(f)
+    f = click.option("--bar-rate", type=RATE, default=0.95, show_default=True,
+                     help="LAPE selection: quantile above which a language counts as "
+                          "selected by a neuron, in (0, 1].")(f)
     return f
 
 
@@ -31,12 +41,15 @@ def _params(top_rate, filter_rate, bar_rate):
 
 
 @click.command()
-@click.option("--model", required=True)
-@click.option("--refset", required=True)
+@click.option("--model", required=True, help="Registry alias or Hugging Face repo id.")
+@click.option("--refset", required=True,
+              help="Reference set (registry/refsets.toml) whose LAPE and neuron sets to plan.")
 @click.option("--corpus", default="sib200", show_default=True,
               help="Corpus path or id the counts are (to be) computed on.")
-@click.option("--split", default="train", show_default=True)
-@click.option("--max-tokens", type=int, default=None)
+@click.option("--split", default="train", show_default=True,
+              help="Corpus split the counts are (to be) computed on.")
+@click.option("--max-tokens", type=POSITIVE, default=None,
+              help="Token budget per language of the counts (default: the whole split).")
 @_selection_opts
 @catalog_option
 def plan(model, refset, corpus, split, max_tokens, top_rate, filter_rate, bar_rate, catalog_dir):
@@ -50,19 +63,24 @@ def plan(model, refset, corpus, split, max_tokens, top_rate, filter_rate, bar_ra
 
 
 @click.command()
-@click.option("--model", required=True)
-@click.option("--refset", required=True)
-@click.option("--lang", "langs", multiple=True, help="Only these languages (repeatable).")
+@click.option("--model", required=True,
+              help="Registry alias, Hugging Face repo id or local folder.")
+@click.option("--refset", required=True,
+              help="Reference set (registry/refsets.toml) whose LAPE and neuron sets to build.")
+@click.option("--lang", "langs", multiple=True, callback=langs_callback,
+              help=f"Only these languages (default: all of the refset); {LANGS_SYNTAX}.")
 @_corpus_opts[0]
 @_corpus_opts[1]
 @_corpus_opts[2]
-@click.option("--seq-len", type=int, default=512, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--seq-len", type=POSITIVE, default=512, show_default=True,
+              help="Tokens per packed sequence.")
+@click.option("--batch-size", type=POSITIVE, default=8, show_default=True,
+              help="Sequences per forward pass.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16, float16")
 @click.option("--text-column", default=None,
               help="Column of .jsonl/.parquet/Hub text (default: text, or the Hub preset).")
-@click.option("--checkpoint-every", type=int, default=64, show_default=True,
+@click.option("--checkpoint-every", type=POSITIVE, default=64, show_default=True,
               help="Checkpoint counts every N sequences.")
 @_selection_opts
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -75,6 +93,8 @@ def build(model, refset, langs, corpus, split, max_tokens, seq_len, batch_size, 
     Scale out with torchrun (ranks shard the corpus, counts are all-reduced):
       torchrun --nproc-per-node 2 $(which lape-hub) build --model M --refset R --corpus DIR
     """
+    require("torch", "build", purpose="lape-hub build")
+    require("transformers", "build", purpose="lape-hub build")
     from lape_hub.builder import build as run_build
 
     if quiet:  # transformers' own "Loading weights" bar too
@@ -103,22 +123,32 @@ def build(model, refset, langs, corpus, split, max_tokens, seq_len, batch_size, 
 
 
 @click.command()
-@click.option("--model", required=True)
-@click.option("--refset", default="paper-12", show_default=True)
-@click.option("--langs", multiple=True, help="Languages whose neurons are zeroed (default: all).")
-@click.option("--eval-langs", multiple=True,
-              help="Languages perplexity is measured on (default: all of the refset).")
+@click.option("--model", required=True,
+              help="Registry alias, Hugging Face repo id or local folder.")
+@click.option("--refset", default="paper-12", show_default=True,
+              help="Reference set whose neuron sets are zeroed.")
+@click.option("--langs", multiple=True, callback=langs_callback,
+              help=f"Languages whose neurons are zeroed (default: all); {LANGS_SYNTAX}.")
+@click.option("--eval-langs", multiple=True, callback=langs_callback,
+              help="Languages perplexity is measured on (default: all of the refset); "
+                   f"{LANGS_SYNTAX}.")
 @click.option("--corpus", required=True, help="Held-out text (SIB-200 layout folder or file).")
-@click.option("--split", default="dev", show_default=True)
-@click.option("--max-tokens", type=int, default=4096, show_default=True,
+@click.option("--split", default="dev", show_default=True, help="Held-out split.")
+@click.option("--max-tokens", type=POSITIVE, default=4096, show_default=True,
               help="Held-out tokens per language.")
-@click.option("--seq-len", type=int, default=512, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "markdown"]), default="table")
+@click.option("--seq-len", type=click.IntRange(min=2), default=512, show_default=True,
+              help="Tokens per evaluated sequence (>= 2: a token and its successor).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "markdown"]), default="table",
+              show_default=True,
+              help="table/markdown: baseline perplexity, then the increase in perplexity "
+                   "points per zeroed set; csv: one row per cell.")
 @catalog_option
 def verify(model, refset, langs, eval_langs, corpus, split, max_tokens, seq_len, device, fmt,
            catalog_dir):
     """Zero one language's neurons at a time; print perplexity increases on every language."""
+    require("torch", "build", purpose="lape-hub verify")
+    require("transformers", "build", purpose="lape-hub verify")
     from lape_hub.verify import verify_neuron_sets
 
     result = verify_neuron_sets(open_catalog(catalog_dir), model, refset=refset,
@@ -127,7 +157,10 @@ def verify(model, refset, langs, eval_langs, corpus, split, max_tokens, seq_len,
                                 max_tokens=max_tokens, seq_len=seq_len, device=device)
     if fmt == "csv":
         click.echo(result.to_csv(), nl=False)
-    elif fmt == "markdown":
+        return
+    click.echo(f"perplexity on each column's language ({split} split); below the baseline row: "
+               "increase in perplexity points (ppl - baseline) with the row's neurons zeroed")
+    if fmt == "markdown":
         click.echo(result.to_markdown())
     else:
         click.echo(result.format())
