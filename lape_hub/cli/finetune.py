@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import click
 
-from lape_hub.cli._common import catalog_option
+from lape_hub.cli._common import (NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, POSITIVE_FLOAT,
+                                  catalog_option, catalog_root)
+from lape_hub.errors import require
 
 _METHODS = ["lape-sparse", "random", "lora", "ia3", "ffn", "full"]
 
 
 @click.command()
 @click.option("--model", required=True, help="Registry alias, Hugging Face repo id or local folder.")
-@click.option("--lang", required=True, help="Language to fine-tune (FLORES-200 code or any accepted form).")
+@click.option("--lang", required=True,
+              help="Language to fine-tune: FLORES-200 code, ISO 639-1/3, BCP-47 tag or English name.")
 @click.option("--corpus", required=True,
               help="Per-language folder (SIB-200 layout: <corpus>/<lang>/<split>.tsv), a file, or hf:<dataset>.")
 @click.option("--method", type=click.Choice(_METHODS), default="lape-sparse", show_default=True,
@@ -26,27 +29,39 @@ _METHODS = ["lape-sparse", "random", "lora", "ia3", "ffn", "full"]
 @click.option("--refset", default="paper-12", show_default=True, help="Reference set of the neuron set.")
 @click.option("--components", default="gate,up,down", show_default=True,
               help="Sparse methods: which projections of each neuron train.")
-@click.option("--tokens", "train_tokens", type=int, default=None,
+@click.option("--tokens", "train_tokens", type=POSITIVE, default=None,
               help="Token budget: one epoch over this many training tokens (default: the whole split).")
-@click.option("--val-tokens", type=int, default=None, help="Cap on validation tokens (default: the whole split).")
-@click.option("--train-split", default="train", show_default=True)
-@click.option("--val-split", default="dev", show_default=True)
-@click.option("--seq-len", type=int, default=512, show_default=True)
-@click.option("--batch-size", type=int, default=2, show_default=True)
-@click.option("--lr", type=float, default=None, help="Learning rate (default: 1e-4; 1e-5 for ffn and full).")
-@click.option("--weight-decay", type=float, default=0.01, show_default=True)
-@click.option("--grad-clip", type=float, default=1.0, show_default=True)
-@click.option("--eval-every", type=int, default=50, show_default=True, help="Validate every N steps.")
-@click.option("--checkpoint-every", type=int, default=None, help="Checkpoint every N steps (default: --eval-every).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--lora-rank", type=int, default=None, help="LoRA rank (default: matched to the neuron set's size).")
-@click.option("--lora-alpha", type=float, default=32.0, show_default=True)
+@click.option("--val-tokens", type=POSITIVE, default=None,
+              help="Cap on validation tokens (default: the whole split).")
+@click.option("--train-split", default="train", show_default=True, help="Split trained on.")
+@click.option("--val-split", default="dev", show_default=True,
+              help="Split validated on (the best checkpoint by its loss is kept).")
+@click.option("--seq-len", type=click.IntRange(min=2), default=512, show_default=True,
+              help="Tokens per training sequence (>= 2).")
+@click.option("--batch-size", type=POSITIVE, default=2, show_default=True,
+              help="Sequences per optimizer step.")
+@click.option("--lr", type=POSITIVE_FLOAT, default=None,
+              help="Learning rate, > 0 (default: 1e-4; 1e-5 for ffn and full).")
+@click.option("--weight-decay", type=NON_NEGATIVE_FLOAT, default=0.01, show_default=True,
+              help="AdamW weight decay (>= 0).")
+@click.option("--grad-clip", type=POSITIVE_FLOAT, default=1.0, show_default=True,
+              help="Clip the gradient norm to this value (> 0).")
+@click.option("--eval-every", type=POSITIVE, default=50, show_default=True,
+              help="Validate every N steps.")
+@click.option("--checkpoint-every", type=POSITIVE, default=None,
+              help="Checkpoint every N steps (default: --eval-every).")
+@click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True,
+              help="Random seed (data order, random neuron baseline, initialization).")
+@click.option("--lora-rank", type=POSITIVE, default=None,
+              help="LoRA rank (default: matched to the neuron set's size).")
+@click.option("--lora-alpha", type=POSITIVE_FLOAT, default=32.0, show_default=True,
+              help="LoRA scaling alpha (> 0).")
 @click.option("--lora-match", type=click.Choice(["params", "paper"]), default="params", show_default=True,
               help="Rank matching: exact parameter count, or the paper's count (one projection per layer, ~3x).")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
               help="Compute dtype: bfloat16 = bf16 autocast, float32 weights, deltas and optimizer state; "
                    "auto = bfloat16 on CUDA and on CPUs with bf16 instructions (avx512_bf16/amx), else float32.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (default: torch's; on a busy machine 1 can be much faster than oversubscribing).")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
@@ -65,6 +80,10 @@ def finetune(model, lang, corpus, method, refset, components, train_tokens, val_
     Example:
       lape-hub finetune --model gemma-3-270m --lang mt --corpus ../shared/data/sib200 --tokens 40000
     """
+    require("torch", "finetune", purpose="lape-hub finetune")
+    require("transformers", "finetune", purpose="lape-hub finetune")
+    if not no_record:  # the run is recorded there: a new catalog's parent must exist
+        catalog_root(catalog_dir, create=True)
     from lape_hub.device import apply_threads
     from lape_hub.finetune import FinetuneConfig
     from lape_hub.finetune import finetune as run
@@ -105,6 +124,8 @@ def merge(adapter, out_dir, base, dtype, threads):
     Example:
       lape-hub merge runs/finetune/gemma-3-270m/mlt_Latn/lape-sparse-0123abcd4567/adapter -o merged/mlt
     """
+    require("torch", "finetune", purpose="lape-hub merge")
+    require("transformers", "finetune", purpose="lape-hub merge")
     from lape_hub.device import apply_threads
     from lape_hub.sparse_adapter import AdapterConfig, merge_adapter
 
