@@ -295,11 +295,11 @@ def read_neuron_sets(path: str | os.PathLike, fmt: str | None = None, *,
     order) are required for it. Torch files are loaded with ``weights_only=True``.
     """
     path = Path(path)
-    fmt = format_of(path, fmt)
     if path.is_dir():
         raise NeuronSetFormatError(f"{path} is a folder, not a neuron-set file")
     if not path.is_file():
         raise NeuronSetFormatError(f"no such file: {path}")
+    fmt = format_of(path, fmt)
     raw = {"pt": _load_torch_list, "json": _load_json, "parquet": _load_parquet}[fmt](path)
     return validate_neuron_sets(raw, model=model, langs=langs, refset=refset)
 
@@ -334,8 +334,10 @@ def _load_torch_list(path: Path) -> RawNeuronSets:
             warnings.simplefilter("ignore")
             obj = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
-        kind = ("refused by weights_only: it references code" if "global" in str(e).lower()
-                else "corrupt or not a tensor list")
+        msg = str(e).lower()
+        kind = ("refused by weights_only: it references code" if "global" in msg else
+                "refused by weights_only: pickle instructions a tensor list never uses"
+                if "unsupported operand" in msg else "corrupt or not a tensor list")
         raise NeuronSetFormatError(f"{path}: cannot load as a torch neuron list ({kind})") from None
     except (KeyboardInterrupt, MemoryError):
         raise
@@ -486,7 +488,7 @@ def import_neuron_sets(catalog, path: str | os.PathLike, *, model: str, langs: S
             return ImportResult(sets, "unchanged", entry)
         if changed and not replace:
             raise CatalogConflictError(
-                f"{entry} already holds other neurons for {', '.join(changed)}; pass "
+                f"catalog entry {entry} already holds other neurons for {', '.join(changed)}; pass "
                 "--replace to replace them")
         sha = file_sha256(path)
         params = {"source": "import", "file": Path(path).name, "file_sha256": sha,
