@@ -20,8 +20,11 @@ Scale-out (each rank counts a contiguous shard of the sequences, counts are all-
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +38,8 @@ from lape_hub.corpus import PackedCorpus
 from lape_hub.errors import LapeHubError
 from lape_hub.ffn import find_ffn_layers, hook_post_activations, trunk
 
-__all__ = ["ActivationCounts", "DistInfo", "count_activations", "init_distributed"]
+__all__ = ["ActivationCounts", "DistInfo", "count_activations", "fastest_threads", "init_distributed",
+           "set_threads"]
 
 log = logging.getLogger(__name__)
 _CKPT_VERSION = 1
@@ -137,6 +141,83 @@ def _dist_world() -> tuple[int, int]:
     return 0, 1
 
 
+
+# --------------------------------------------------------------------------- threads
+def _thread_candidates(n_cpus: int) -> list[int]:
+    out = sorted({1, n_cpus, *[2**k for k in range(1, 8) if 2**k < n_cpus]})
+    return [n for n in out if 1 <= n <= n_cpus]
+
+
+def _time_threads(n: int, dtype: torch.dtype, repeats: int = 3) -> float:
+    """Seconds for a decoder-FFN-shaped matmul (256 tokens × 640 → 2048) on ``n`` threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(256, 640, generator=g).to(dtype)
+        w = torch.randn(2048, 640, generator=g).to(dtype)
+        x @ w.T  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(4):
+                x @ w.T
+            best = min(best, time.perf_counter() - t0)
+        return best
+    finally:
+        torch.set_num_threads(before)
+
+
+def fastest_threads(*, dtype: str = "bfloat16", cache: bool = True) -> int:
+    """The CPU thread count that ran a small FFN matmul fastest on this machine.
+
+    Measured once (well under a second) and cached in ``<user cache>/threads.json`` per
+    machine (CPU count, processor, torch version, dtype); delete the file to measure again.
+    On a loaded machine fewer threads than cores often win: this picks by measurement.
+
+    >>> 1 <= fastest_threads(cache=False) <= (os.cpu_count() or 1)
+    True
+    """
+    from lape_hub.paths import cache_dir
+
+    n_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    key = f"{n_cpus}|{platform.processor() or platform.machine()}|{torch.__version__}|{dtype}"
+    path = cache_dir() / "threads.json"
+    known: dict[str, int] = {}
+    if cache and path.is_file():
+        try:
+            known = json.loads(path.read_text())
+            if isinstance(known.get(key), int) and 1 <= known[key] <= n_cpus:
+                return known[key]
+        except (OSError, ValueError, AttributeError):
+            known = {}
+    tdtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    times = {n: _time_threads(n, tdtype) for n in _thread_candidates(n_cpus)}
+    best = min(times, key=lambda n: (times[n], n))
+    log.info("thread counts timed: %s; using %d", {n: round(t, 4) for n, t in times.items()}, best)
+    if cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                Path(tmp).write_text(json.dumps({**known, key: best}, indent=1))
+        except OSError:
+            pass  # an unwritable cache only costs a re-measurement next time
+    return best
+
+
+def set_threads(threads: int | None = None, *, dtype: str = "bfloat16") -> int:
+    """Use ``threads`` CPU threads (``None``: :func:`fastest_threads`); returns the count.
+
+    >>> set_threads(1)
+    1
+    """
+    if threads is not None and threads < 1:
+        raise ValueError("threads must be >= 1")
+    n = threads if threads is not None else fastest_threads(dtype=dtype)
+    torch.set_num_threads(n)
+    return n
+
+
 # --------------------------------------------------------------------------- counting
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
@@ -198,8 +279,15 @@ def count_activations(
     checkpoint_every: int = 256,
     progress: bool = True,
     desc: str | None = None,
+    skip_token_id: int | None = None,
 ) -> ActivationCounts:
     """Count, per FFN neuron, the tokens of ``packed`` on which ``act(gate(x)) > 0``.
+
+    - ``skip_token_id`` (e.g. the tokenizer's BOS id): positions holding this token still go
+      through the model (the other tokens attend to them) but are not counted, neither in
+      ``over_zero`` nor in ``n_tokens``.
+    - Counting is strict (``> 0``): an activation of exactly 0 or -0.0 (GELU returns -0.0
+      for inputs below about -12) is not a firing.
 
     - Runs ``trunk(model)`` only (no LM head) in inference mode, ``batch_size`` rows at a time.
     - ``checkpoint_path``: counts and position are saved every ``checkpoint_every`` sequences
@@ -232,13 +320,16 @@ def count_activations(
     lo, n_local = (int(rows[0]) if len(rows) else 0), len(rows)
     ids_all = packed.input_ids[lo : lo + n_local]
     mask_all = packed.attention_mask[lo : lo + n_local]
-    tokens_per_row = mask_all.sum(dim=1).tolist()
+    counted_all = mask_all if skip_token_id is None else mask_all * (ids_all != skip_token_id)
+    tokens_per_row = counted_all.sum(dim=1).tolist()
 
     counts = torch.zeros(n_layers, d_ffn, dtype=torch.int64, device=device)
     pos, n_tokens, n_seqs = 0, 0, 0
     ckpt = None
     if checkpoint_path is not None:
-        ckpt = _Checkpoint(Path(checkpoint_path), packed.fingerprint(), (n_layers, d_ffn), rank, world)
+        dtype = next(body.parameters()).dtype
+        fingerprint = f"{packed.fingerprint()}|{dtype}|skip={skip_token_id}"
+        ckpt = _Checkpoint(Path(checkpoint_path), fingerprint, (n_layers, d_ffn), rank, world)
         state = ckpt.load()
         if state is not None:
             pos, oz, n_tokens, n_seqs = state
@@ -274,11 +365,12 @@ def count_activations(
             while pos < n_local:
                 end = min(pos + bs, n_local)
                 mask = mask_all[pos:end]
+                counted = counted_all[pos:end]
                 ntok = sum(tokens_per_row[pos:end])
-                full = ntok == mask.numel()
                 ids = ids_all[pos:end].to(device)
-                dev_mask = None if full else mask.to(device)
-                token_mask[0] = None if full else dev_mask.reshape(-1, 1).bool()
+                dev_mask = None if bool(mask.all()) else mask.to(device)
+                token_mask[0] = None if ntok == counted.numel() else \
+                    counted.to(device).reshape(-1, 1).bool()
                 batch_counts.zero_()
                 try:
                     body(input_ids=ids, attention_mask=dev_mask, use_cache=False)

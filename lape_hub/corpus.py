@@ -8,6 +8,9 @@ Sources (``source`` argument):
   (the SIB-200 layout: ``sib200/npi_Deva/train.tsv``) or ``<folder>/<lang>.{txt,jsonl,parquet}``;
 - a Hugging Face dataset (online only): ``"hf:<repo_id>"`` or a ``"owner/name"`` that is not
   a local path, read by streaming ``datasets.load_dataset`` (see :func:`iter_hf_documents`).
+- a corpus id: a bare name such as ``sib200`` is looked up in the folders listed in
+  ``$LAPE_HUB_CORPORA`` (``os.pathsep``-separated), so ``plan`` and ``build`` accept the same
+  ``--corpus`` values (see :func:`locate_corpus`).
 
 Packing concatenates documents (each starting with BOS when the tokenizer has one) into rows
 of ``seq_len`` tokens, so no compute is spent on padding: only the last row may be padded.
@@ -45,6 +48,7 @@ __all__ = [
     "iter_documents",
     "iter_file_documents",
     "iter_hf_documents",
+    "locate_corpus",
     "read_documents",
     "tokenize_and_pack",
 ]
@@ -170,6 +174,33 @@ def iter_hf_documents(
 
 
 # --------------------------------------------------------------------------- dispatch
+CORPORA_ENV = "LAPE_HUB_CORPORA"
+
+
+def locate_corpus(source: str | Path) -> str:
+    """``source`` itself when it is a file, a folder or a Hub dataset name; a bare corpus id
+    (``sib200``) is found in the folders of ``$LAPE_HUB_CORPORA``; otherwise one-line
+    :class:`~lape_hub.errors.CorpusError` saying how to name it.
+
+    >>> locate_corpus("cis-lmu/GlotCC-V1")
+    'cis-lmu/GlotCC-V1'
+    """
+    s = os.fspath(source)
+    p = Path(s).expanduser()
+    if p.exists() or s.startswith("hf:") or _HF_NAME.match(s):
+        return str(p) if p.exists() else s
+    roots = [r for r in os.environ.get(CORPORA_ENV, "").split(os.pathsep) if r]
+    if os.sep not in s and "/" not in s:
+        for root in roots:
+            base = Path(root).expanduser()
+            for cand in [base / s, *(base / f"{s}{ext}" for ext in _FILE_EXTS)]:
+                if cand.exists():
+                    return str(cand)
+    where = f"; looked in ${CORPORA_ENV} ({os.pathsep.join(roots)})" if roots else \
+        f"; to use the id, set ${CORPORA_ENV} to the folder that holds {s}"
+    raise CorpusError(f"corpus {s!r} not found: not a file, folder or Hub dataset name{where}")
+
+
 def iter_documents(
     source: str | Path,
     lang: str | None = None,
@@ -182,7 +213,7 @@ def iter_documents(
     ``text_column`` defaults to ``text`` for local files and to the preset of a known Hub
     dataset (:data:`HF_PRESETS`).
     """
-    s = os.fspath(source)
+    s = locate_corpus(source)
     p = Path(s).expanduser()
     if p.is_file():
         return iter_file_documents(p, text_column=text_column or "text")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from lape_hub import __version__
 
-_ORDER = ("refset", "lang", "sel", "corpus", "tok", "method", "comp", "lr", "steps", "seed")
+_ORDER = ("refset", "lang", "sel", "corpus", "tok", "dtype", "bos", "method", "comp", "lr", "steps", "seed")
 
 
 def human_count(n: int) -> str:
@@ -27,7 +27,8 @@ def human_count(n: int) -> str:
 def signature(model: str, revision: str | None = None, *, refset: str | None = None,
               lang: str | None = None, selection: str | None = None,
               corpus: str | None = None, tokens: int | None = None, **extra: object) -> str:
-    """Build the signature; ``extra`` keys (method, comp, lr, steps, seed...) keep _ORDER."""
+    """Build the signature; ``extra`` keys (dtype, bos, method, comp, lr, steps, seed...)
+    keep _ORDER (counts record ``dtype:bfloat16|bos:skip``: how the tokens were counted)."""
     fields: dict[str, object] = {
         "refset": refset, "lang": lang, "sel": selection, "corpus": corpus,
         "tok": human_count(tokens) if tokens is not None else None, **extra,

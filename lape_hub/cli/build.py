@@ -18,6 +18,25 @@ _corpus_opts = [
 ]
 
 
+def _counting_opts(f):
+    """--dtype and --bos: how tokens are counted (part of the counts' identity)."""
+    f = click.option("--bos", type=click.Choice(["skip", "count"]), default="skip",
+                     show_default=True,
+                     help="Count the BOS positions too, or skip them (BOS still goes into "
+                          "the model). Part of the counts' identity.")(f)
+    f = click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto",
+                     show_default=True,
+                     help="Counting dtype: auto = bfloat16 on CUDA and on CPUs with bf16 "
+                          "instructions, else float32. Part of the counts' identity.")(f)
+    return f
+
+
+def _threads_opt(f):
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="CPU threads (default: the fastest on this machine, measured "
+                             "once and cached in the user cache folder).")(f)
+
+
 def _selection_opts(f):
     f = click.option("--top-rate", type=RATE, default=0.05, show_default=True,
                      help="LAPE selection: share of neurons with the lowest entropy kept, in "
@@ -50,14 +69,19 @@ def _params(top_rate, filter_rate, bar_rate):
               help="Corpus split the counts are (to be) computed on.")
 @click.option("--max-tokens", type=POSITIVE, default=None,
               help="Token budget per language of the counts (default: the whole split).")
+@_counting_opts
+@click.option("--device", default="cpu", show_default=True,
+              help="The device build would count on (decides --dtype auto).")
 @_selection_opts
 @catalog_option
-def plan(model, refset, corpus, split, max_tokens, top_rate, filter_rate, bar_rate, catalog_dir):
-    """List missing activation counts and stale LAPE / neuron entries (exit 0 either way)."""
-    from lape_hub.builder import corpus_id, plan as make_plan
+def plan(model, refset, corpus, split, max_tokens, dtype, bos, device, top_rate, filter_rate,
+         bar_rate, catalog_dir):
+    """List missing activation counts and stale LAPE / neuron entries (exit 0 either way),
+    and print the one build command that brings the catalog up to date."""
+    from lape_hub.builder import corpus_id, plan as make_plan, resolve_counting_dtype
 
-    p = make_plan(open_catalog(catalog_dir), model, refset,
-                  corpus=corpus_id(corpus, split, max_tokens),
+    cid = corpus_id(corpus, split, max_tokens, dtype=resolve_counting_dtype(dtype, device), bos=bos)
+    p = make_plan(open_catalog(catalog_dir), model, refset, corpus=cid, source=corpus,
                   params=_params(top_rate, filter_rate, bar_rate))
     click.echo(p.describe())
 
@@ -77,7 +101,8 @@ def plan(model, refset, corpus, split, max_tokens, top_rate, filter_rate, bar_ra
 @click.option("--batch-size", type=POSITIVE, default=8, show_default=True,
               help="Sequences per forward pass.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
-@click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16, float16")
+@_counting_opts
+@_threads_opt
 @click.option("--text-column", default=None,
               help="Column of .jsonl/.parquet/Hub text (default: text, or the Hub preset).")
 @click.option("--checkpoint-every", type=POSITIVE, default=64, show_default=True,
@@ -86,7 +111,7 @@ def plan(model, refset, corpus, split, max_tokens, top_rate, filter_rate, bar_ra
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @catalog_option
 def build(model, refset, langs, corpus, split, max_tokens, seq_len, batch_size, device, dtype,
-          text_column, checkpoint_every, top_rate, filter_rate, bar_rate, quiet, catalog_dir):
+          bos, threads, text_column, checkpoint_every, top_rate, filter_rate, bar_rate, quiet, catalog_dir):
     """Compute missing activation counts, then LAPE and neuron sets for the reference set.
 
     \b
@@ -103,21 +128,23 @@ def build(model, refset, langs, corpus, split, max_tokens, seq_len, batch_size, 
         hf_logging.disable_progress_bar()
     report = run_build(open_catalog(catalog_dir, create=True), model, refset, corpus, split=split,
                        langs=split_langs(langs) or None, max_tokens=max_tokens, seq_len=seq_len,
-                       batch_size=batch_size, device=device, dtype=dtype,
-                       text_column=text_column, checkpoint_every=checkpoint_every,
+                       batch_size=batch_size, device=device, dtype=dtype, bos=bos,
+                       threads=threads, text_column=text_column, checkpoint_every=checkpoint_every,
                        params=_params(top_rate, filter_rate, bar_rate), progress=not quiet,
-                       echo=click.echo)
+                       echo=click.echo, warn=lambda m: click.echo(m, err=True))
     from lape_hub.activation_counts import init_distributed
 
     if not init_distributed().is_main:  # the group exists by now: this only reads the rank
         return
     click.echo(f"counted {len(report.counted)} languages "
-               f"({sum(report.tokens.values()):,} tokens)")
+               f"({sum(report.tokens.values()):,} tokens) as {report.corpus}")
     if report.lape_updated:
         click.echo(f"LAPE and neuron sets of {refset} updated")
     elif report.waiting_for:
+        more = ", …" if len(report.waiting_for) > 10 else ""
         click.echo(f"LAPE for {refset} waits for {len(report.waiting_for)} languages: "
-                   f"{', '.join(report.waiting_for[:10])}")
+                   f"{', '.join(report.waiting_for[:10])}{more}")
+        click.echo(f"count them with: {report.next_command}")
     else:
         click.echo(f"LAPE and neuron sets of {refset} already current")
 
@@ -143,13 +170,18 @@ def build(model, refset, langs, corpus, split, max_tokens, seq_len, batch_size, 
               show_default=True,
               help="table/markdown: baseline perplexity, then the increase in perplexity "
                    "points per zeroed set; csv: one row per cell.")
+@_threads_opt
 @catalog_option
 def verify(model, refset, langs, eval_langs, corpus, split, max_tokens, seq_len, device, fmt,
-           catalog_dir):
+           threads, catalog_dir):
     """Zero one language's neurons at a time; print perplexity increases on every language."""
     require("torch", "build", purpose="lape-hub verify")
     require("transformers", "build", purpose="lape-hub verify")
+    from lape_hub.activation_counts import set_threads
     from lape_hub.verify import verify_neuron_sets
+
+    if str(device).startswith("cpu"):
+        set_threads(threads, dtype="float32")
 
     result = verify_neuron_sets(open_catalog(catalog_dir), model, refset=refset,
                                 langs=split_langs(langs) or None,
