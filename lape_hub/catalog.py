@@ -284,10 +284,11 @@ class Catalog:
                 refset=entry.key["refset"], total_params=spec.total_params, metadata=meta)
             return ns
         where = f" refset {refset}" if refset else ""
+        from lape_hub.builder import build_hint  # the stored counts decide the command
+
         raise NotInCatalogError(
             f"no neuron set for {spec.alias} · {code}{where} in catalog {self.root}; build it "
-            f"with: lape-hub build --model {spec.alias} --refset {refset or 'flores-200'} "
-            f"--lang {code} --corpus PATH")
+            f"with: {build_hint(self, spec.alias, code, refset)}")
 
     def refset_name(self, model: str, refset: str) -> str:
         """A registry reference set, or a custom one the catalog holds for ``model``."""
