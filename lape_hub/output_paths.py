@@ -169,6 +169,7 @@ def check_output_file(path: str | os.PathLike, *, formats: Mapping[str, str] | I
 
 
 def check_output_dir(path: str | os.PathLike, *, create: bool = False, replaces: bool = False,
+                     marker: str | None = None,
                      catalog_root: str | os.PathLike | None = None) -> Path:
     """Check a user-named output folder; return it as a Path (nothing is created here).
 
@@ -178,6 +179,9 @@ def check_output_dir(path: str | os.PathLike, *, create: bool = False, replaces:
             missing; otherwise a missing folder is refused.
         replaces: the command replaces the whole folder (``atomic_dir``): it then also must
             not hold the catalog, the cache, the registry or the schemas.
+        marker: with ``replaces``, an existing non-empty folder is accepted only when it
+            holds this regular file (e.g. ``config.json`` of a model folder written
+            before): a folder of other files is never deleted.
         catalog_root: the catalog in use (default: :func:`lape_hub.paths.default_catalog_dir`).
 
     Example::
@@ -196,6 +200,12 @@ def check_output_dir(path: str | os.PathLike, *, create: bool = False, replaces:
             raise OutputPathError(f"{path} is a file; give a folder")
         if not os.access(resolved, os.W_OK | os.X_OK):
             raise OutputPathError(f"folder {path} is not writable")
+        if replaces and marker is not None and any(resolved.iterdir()):
+            m = resolved / marker
+            if m.is_symlink() or not m.is_file():
+                raise OutputPathError(f"folder {path} is not empty and has no {marker}: it is "
+                                      "not a folder this command wrote; it would be replaced, "
+                                      "so give an empty or new folder")
         return path
     if os.path.lexists(resolved):
         raise OutputPathError(f"{path} is a broken symlink; give a folder")

@@ -149,6 +149,32 @@ def test_good_output_is_written_atomically(cat, env, tmp_path):
     assert tree_hashes(cat.root) == before
 
 
+def test_sql_result_into_the_catalog_is_refused(cat, env):
+    attack(cat, "sql", "SELECT lang FROM neurons", "-o", str(cat.root / "neurons" / "x.csv"),
+           env=env, needle="inside the catalog")
+
+
+def test_merge_never_replaces_a_folder_it_did_not_write(cat, env, tmp_path):
+    """merge replaces its output folder wholesale: a folder of other files is refused."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    mine = tmp_path / "my-work"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    attack(cat, "merge", str(adapter), "-o", str(mine), env=env, needle="has no config.json")
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    attack(cat, "merge", str(adapter), "-o", str(tmp_path), env=env,
+           needle="holds the lape-hub cache")  # env's cache lies in tmp_path
+    attack(cat, "merge", str(adapter), "-o", str(cat.root / "merged"), env=env,
+           needle="inside the catalog")
+
+
+def test_finetune_run_folder_in_the_catalog_is_refused(cat, env, tmp_path):
+    pytest.importorskip("torch")
+    attack(cat, "finetune", "--model", MODEL, "--lang", "mt", "--corpus", str(tmp_path),
+           "--no-record", "-o", str(cat.root / "runs"), env=env, needle="inside the catalog")
+
+
 # -- torch not installed ------------------------------------------------------------------
 
 def run_without_torch(*args, env, cwd=None) -> subprocess.CompletedProcess:

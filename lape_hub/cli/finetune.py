@@ -64,8 +64,9 @@ _METHODS = ["lape-sparse", "random", "lora", "ia3", "ffn", "full"]
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (default: torch's; on a busy machine 1 can be much faster than oversubscribing).")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Run folder (default: runs/finetune/MODEL/LANG/METHOD-RUNID; rerunning resumes it).")
+@click.option("-o", "--out", "out_dir", default=None,
+              help="Run folder (default: runs/finetune/MODEL/LANG/METHOD-RUNID; rerunning resumes it); "
+                   "created with missing parents; never inside the catalog or the cache.")
 @click.option("--fresh", is_flag=True, help="Discard a checkpoint in the run folder instead of resuming.")
 @click.option("--no-record", is_flag=True, help="Do not add the run to the catalog's adapters table.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -84,6 +85,10 @@ def finetune(model, lang, corpus, method, refset, components, train_tokens, val_
     require("transformers", "finetune", purpose="lape-hub finetune")
     if not no_record:  # the run is recorded there: a new catalog's parent must exist
         catalog_root(catalog_dir, create=True)
+    if out_dir is not None:
+        from lape_hub.output_paths import check_output_dir
+
+        out_dir = check_output_dir(out_dir, create=True, catalog_root=catalog_dir)
     from lape_hub.device import apply_threads
     from lape_hub.finetune import FinetuneConfig
     from lape_hub.finetune import finetune as run
@@ -110,8 +115,10 @@ def finetune(model, lang, corpus, method, refset, components, train_tokens, val_
 
 @click.command()
 @click.argument("adapter", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Folder for the merged model (transformers save_pretrained layout).")
+@click.option("-o", "--out", "out_dir", required=True,
+              help="Folder for the merged model (transformers save_pretrained layout); created with "
+                   "missing parents. An existing one is replaced only if it holds a config.json "
+                   "(a model folder); never inside the catalog or the cache.")
 @click.option("--base", default=None,
               help="Base model (alias, repo id or folder; default: the adapter's model). Checked for compatibility.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
@@ -124,6 +131,9 @@ def merge(adapter, out_dir, base, dtype, threads):
     Example:
       lape-hub merge runs/finetune/gemma-3-270m/mlt_Latn/lape-sparse-0123abcd4567/adapter -o merged/mlt
     """
+    from lape_hub.output_paths import check_output_dir
+
+    out_dir = check_output_dir(out_dir, create=True, replaces=True, marker="config.json")
     require("torch", "finetune", purpose="lape-hub merge")
     require("transformers", "finetune", purpose="lape-hub merge")
     from lape_hub.device import apply_threads
