@@ -140,7 +140,10 @@ def _index_array(raw: RawNeuronSets, where: str, x, limit: int, what: str) -> np
                             "expected integers (int64)")
         if x.dim() != 1:
             raise _bad(raw, f"{where} is a {x.dim()}-D tensor; expected 1-D")
-        a = x.detach().cpu().numpy().astype(np.int64)
+        try:
+            a = x.detach().cpu().numpy().astype(np.int64)
+        except Exception as e:  # meta, quantized or other tensors numpy cannot hold
+            raise _bad(raw, f"{where} cannot be read as integers ({type(e).__name__})") from None
     elif isinstance(x, np.ndarray):
         if x.dtype.kind not in "iu":
             raise _bad(raw, f"{where} has dtype {x.dtype}; expected integers")
@@ -239,10 +242,13 @@ def validate_neuron_sets(raw: RawNeuronSets, *, model: str | None = None,
     order = list(range(len(codes)))
     if raw.langs is not None and langs:
         wanted = [resolve_language(x).code for x in langs]
+        twice = sorted({c for c in wanted if wanted.count(c) > 1})
+        if twice:
+            raise _bad(raw, f"--langs names {', '.join(twice)} more than once")
         missing = [c for c in wanted if c not in codes]
         if missing:
             raise _bad(raw, f"has no set for {', '.join(missing)} (it holds {', '.join(codes)})")
-        order = [codes.index(c) for c in dict.fromkeys(wanted)]
+        order = [codes.index(c) for c in wanted]
     if refset_name:
         try:
             members = set(resolve_refset(refset_name).langs)
@@ -394,6 +400,9 @@ def _load_parquet(path: Path) -> RawNeuronSets:
     langs = header.get("langs")
     if not isinstance(langs, list) or not all(isinstance(x, str) for x in langs):
         raise NeuronSetFormatError(f"{path}: its header has no language list")
+    if len(langs) > MAX_LANGS:
+        raise NeuronSetFormatError(f"{path}: its header lists {len(langs)} languages (at most "
+                                   f"{MAX_LANGS})")
     limit = max(len(langs), 1) * 1024 * 1024  # far above any model's layers × d_ffn
     if pf.metadata.num_rows > limit:
         raise NeuronSetFormatError(f"{path}: {pf.metadata.num_rows:,} rows is more than "

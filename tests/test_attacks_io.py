@@ -81,6 +81,16 @@ def test_fetch_through_a_symlink_into_the_catalog_is_refused(cat, env, tmp_path)
            needle="inside the catalog")
 
 
+def test_output_file_that_links_into_the_catalog_is_refused(cat, env, tmp_path):
+    """A symlink named like an ordinary output, pointing at a catalog file (even one that does
+    not exist yet): writing it would change the catalog."""
+    for target in (cat.root / "CATALOG.json", cat.root / "neurons" / "new.json"):
+        link = tmp_path / f"out-{target.stem}.json"
+        link.symlink_to(target)
+        attack(cat, "export", *IMPORT, "-o", str(link), env=env, needle="inside the catalog")
+        assert link.is_symlink()
+
+
 def test_fetch_default_output_in_the_catalog_folder_is_refused(cat, env):
     """Run from inside the catalog, the default ./MODEL.LANG.parquet would land in it."""
     attack(cat, *FETCH, env=env, cwd=cat.root, needle="inside the catalog")
@@ -332,6 +342,12 @@ def test_truncated_parquet_is_refused(cat, env, tmp_path):
     data = (tmp_path / "all.parquet").read_bytes()
     (tmp_path / "cut.parquet").write_bytes(data[: len(data) - 20])
     import_attack(cat, env, tmp_path / "cut.parquet", "mt", "not a Parquet file")
+
+
+def test_langs_named_twice_are_refused(cat, env, tmp_path):
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(sets_doc({"mlt_Latn": layers(1), "afr_Latn": layers(2)})))
+    import_attack(cat, env, path, "mt mlt_Latn", "names mlt_Latn more than once")
 
 
 def test_folder_as_import_file_is_refused(cat, env, tmp_path):
