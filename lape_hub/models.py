@@ -107,7 +107,9 @@ def ensure_gguf_cache(spec: ModelSpecLike, *, force: bool = False) -> Path:
     """Dequantize the spec's GGUF once and cache it as safetensors + tokenizer; return the folder.
 
     Takes ~90 s for Gemma-3-270M on 2 CPU cores; later calls return at once. Safe against
-    concurrent callers (a file lock) and interruption (temp folder + rename).
+    concurrent callers (a file lock) and interruption (temp folder + rename). Before writing,
+    it prints the cache folder and its size to stderr (float32: 4 bytes per parameter, 1.1 GB
+    for Gemma-3-270M) and refuses when the disk lacks room for it.
 
     >>> from lape_hub.registry import resolve_model                  # doctest: +SKIP
     >>> ensure_gguf_cache(resolve_model("gemma-3-270m"))              # doctest: +SKIP
@@ -126,6 +128,7 @@ def ensure_gguf_cache(spec: ModelSpecLike, *, force: bool = False) -> Path:
             return target  # another process converted it while we waited
         pkg = _import_gguf_package(spec.gguf_package)
         gguf_file = getattr(spec, "gguf_file", None) or pkg.MODEL_NAME
+        _announce_cache(spec, target)
         with atomic_dir(target) as tmp:
             gguf_dir = tmp / "_gguf"
             gguf_path = pkg.assemble(gguf_dir / gguf_file)  # checks the sha256
@@ -144,6 +147,24 @@ def ensure_gguf_cache(spec: ModelSpecLike, *, force: bool = False) -> Path:
             for f in tmp.iterdir():
                 f.chmod(0o644)
     return target
+
+
+def _announce_cache(spec: ModelSpecLike, target: Path) -> None:
+    """Say where the first load writes and how much, before it starts; refuse when the disk
+    lacks the room (a half-written cache would fail later, after minutes of work)."""
+    import sys
+
+    params = getattr(spec, "total_params", None)
+    size = 4 * params + (64 << 20) if params else None  # float32 weights + tokenizer files
+    about = f" (about {size / 1e9:.1f} GB)" if size else ""
+    print(f"first use of {spec.alias}: dequantizing its GGUF once into {target}{about}; "
+          f"LAPE_HUB_CACHE moves the cache", file=sys.stderr, flush=True)
+    if size:
+        free = shutil.disk_usage(target.parent).free
+        if free < 1.3 * size:  # the GGUF itself sits beside the weights while converting
+            raise LapeHubError(f"caching {spec.alias} needs about {1.3 * size / 1e9:.1f} GB free "
+                               f"in {target.parent}, only {free / 1e9:.1f} GB are; free space or "
+                               f"set LAPE_HUB_CACHE to another disk")
 
 
 def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:

@@ -8,22 +8,34 @@ scales ``POSITIVE_FLOAT`` (> 0). Example::
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import click
 
+
+class FiniteRange(click.FloatRange):
+    """A click.FloatRange that also refuses nan and ±inf (which every comparison lets by)."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
 #: counts, sizes, budgets, intervals: an integer >= 1
 POSITIVE = click.IntRange(min=1)
 #: a seed, a count that may be zero: an integer >= 0
 NON_NEGATIVE = click.IntRange(min=0)
 #: rates and fractions: 0 < x <= 1
-RATE = click.FloatRange(0.0, 1.0, min_open=True)
-#: learning rates, scales, clipping norms: x > 0
-POSITIVE_FLOAT = click.FloatRange(min=0.0, min_open=True)
+RATE = FiniteRange(0.0, 1.0, min_open=True)
+#: learning rates, scales, clipping norms, seconds: x > 0
+POSITIVE_FLOAT = FiniteRange(min=0.0, min_open=True)
 #: weight decay and other penalties: x >= 0
-NON_NEGATIVE_FLOAT = click.FloatRange(min=0.0)
+NON_NEGATIVE_FLOAT = FiniteRange(min=0.0)
 
 #: how every --lang/--langs option reads its value (see split_langs)
 LANGS_SYNTAX = ("comma- and/or space-separated, repeatable: --langs mt,af --langs 'is cy'; "
