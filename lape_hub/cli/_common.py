@@ -45,7 +45,7 @@ catalog_option = click.option(
     "--catalog", "catalog_dir", type=click.Path(file_okay=False), envvar="LAPE_HUB_CATALOG",
     default=None,
     help="Catalog folder (default: the embedded catalog/; env LAPE_HUB_CATALOG). Must exist, "
-         "except for build and import, which create it (its parent must exist).")
+         "except for build, import and finetune, which create it (its parent must exist).")
 
 
 def catalog_root(catalog_dir: str | os.PathLike | None, *, create: bool = False) -> Path:
