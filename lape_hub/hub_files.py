@@ -233,10 +233,10 @@ class RemoteFile:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
             raise HubError(f"{where} lists {show_name(self.path)} with a bad size "
                            f"{show_name(str(self.size), 40)}: refused")
-        if not isinstance(self.oid, str) or not _SHA1.match(self.oid):
+        if not isinstance(self.oid, str) or not _SHA1.fullmatch(self.oid):
             raise HubError(f"{where} lists {show_name(self.path)} with a bad git oid: refused")
         if self.sha256 is not None and (not isinstance(self.sha256, str)
-                                        or not _SHA256.match(self.sha256)):
+                                        or not _SHA256.fullmatch(self.sha256)):
             raise HubError(f"{where} lists {show_name(self.path)} with a bad sha256: refused")
         return self
 
@@ -271,7 +271,7 @@ def check_repo_path(path: object, where: str) -> str:
 
 def check_commit_sha(sha: object, where: str) -> str:
     """A commit id a server (or the cache) gave: exactly 40 lowercase hex digits."""
-    if not isinstance(sha, str) or not _SHA1.match(sha):
+    if not isinstance(sha, str) or not _SHA1.fullmatch(sha):
         raise HubError(f"{where} gave a malformed commit id {show_name(str(sha), 60)} (not 40 "
                        "hex digits): refused")
     return sha

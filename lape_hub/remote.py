@@ -47,7 +47,8 @@ from lape_hub.config import (hub_api, hub_error, hub_token, is_offline, resolve_
                              with_retries)
 from lape_hub.errors import HubError, NotInCatalogError, SchemaError, UnknownNameError
 from lape_hub.hub_files import (LocalFile, RemoteFile, UnsafeFolderError, check_commit_sha,
-                                download_remote_file, list_repo_files, redacting, show_name)
+                                download_cap_bytes, download_remote_file, list_repo_files,
+                                redacting, show_name)
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -74,6 +75,25 @@ def _ref_file(repo_dir: Path, revision: str) -> Path:
     return repo_dir / "refs" / quote(revision, safe="").replace(".", "%2E")
 
 
+_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|//|@\{")
+
+
+def check_revision_name(revision: str) -> str:
+    """A branch or tag name as git allows it (no ``..``, no part starting with ``.``, no
+    control characters, spaces or ``~^:?*[\\``), so it can name nothing but a revision.
+
+    >>> check_revision_name("v1.0")
+    'v1.0'
+    """
+    parts = revision.split("/")
+    if not revision or len(revision) > 255 or _BAD_REF.search(revision) or \
+            any(not p or p.startswith(".") or p.endswith(".lock") for p in parts) or \
+            revision.endswith("."):
+        raise HubError(f"{show_name(revision, 80)} is not a valid revision name (a branch, tag "
+                       "or 40-hex commit id)")
+    return revision
+
+
 def resolve_revision(repo_id: str, revision: str | None = None, *, api: "HfApi | None" = None,
                      token: str | None = None, cache: str | Path | None = None) -> str:
     """The commit sha ``revision`` (default ``main``) points to, recorded in the cache.
@@ -81,8 +101,9 @@ def resolve_revision(repo_id: str, revision: str | None = None, *, api: "HfApi |
     A 40-hex sha is returned as is. Offline, the sha recorded last time is used.
     """
     revision = revision or "main"
-    if _SHA.match(revision):
+    if _SHA.fullmatch(revision):
         return revision
+    check_revision_name(revision)
     ref = _ref_file(hub_cache_dir(repo_id, cache), revision)
     if is_offline():
         if ref.is_file() and not ref.is_symlink():
@@ -278,6 +299,8 @@ def _remote_catalog(repo_id: str, revision: str | None, tables: Sequence[str] | 
     from lape_hub.catalog import Catalog
 
     api = None if offline else hub_api(token)
+    if not offline:
+        download_cap_bytes()              # a malformed cap setting: one line, before any call
     sha = resolve_revision(repo_id, revision, api=api, token=token, cache=cache)
     repo_dir = hub_cache_dir(repo_id, cache)
     root = repo_dir / sha

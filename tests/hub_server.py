@@ -207,7 +207,7 @@ class FakeHub:
         class Handler(_Handler):
             fake = hub
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
                                         daemon=True,
@@ -327,6 +327,18 @@ class FakeHub:
                     fault.times -= 1
                     return fault
         return None
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-response (e.g. one stopping a download at its size cap)
+    is not an error of the fake hub: no traceback on stderr for it."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

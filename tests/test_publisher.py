@@ -271,9 +271,21 @@ def test_token_never_appears_in_output_logs_cards_or_repos(hub, tmp_path, capsys
     hub.add_repo("bob/catalog")
     with pytest.raises(SystemExit):
         main(["publish", "catalog", "--catalog", str(root), "--hub-repo", "bob/catalog"])
+    # a server that repeats the credentials it got in its error message (issue 14): the
+    # message is shown, the token in it is not
+    hub.echo = True
+    hub.fail("POST", r"/commit/", 422)
+    build_catalog(root, ("npi_Deva", "isl_Latn", "mlt_Latn", "afr_Latn"), counts=False)
+    with pytest.raises(SystemExit):
+        main(["publish", "catalog", "--catalog", str(root), "--hub-repo", REPO])
     captured = capsys.readouterr()
     assert "error: no write access" in captured.err
-    texts = [captured.out, captured.err, caplog.text]
+    assert "(request had Authorization: Bearer hf_***)" in captured.err
+    # lape-hub's and huggingface_hub's log records (the HTTP library's own DEBUG traces
+    # repeat the echoing server's response headers verbatim; lape-hub never enables them)
+    texts = [captured.out, captured.err]
+    texts += [r.getMessage() for r in caplog.records
+              if r.name.split(".")[0] in ("lape_hub", "huggingface_hub")]
     texts += [p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file()]
     for repo in hub.repos.values():
         for c in repo.commits:
