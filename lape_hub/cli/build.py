@@ -191,7 +191,8 @@ def verify(model, refset, langs, eval_langs, corpus, split, max_tokens, seq_len,
         click.echo(result.to_csv(), nl=False)
         return
     click.echo(f"perplexity on each column's language ({split} split); below the baseline row: "
-               "increase in perplexity points (ppl - baseline) with the row's neurons zeroed")
+               "increase in perplexity points (ppl - baseline) with the row's neurons zeroed"
+               + ("\n" if fmt == "markdown" else ""))  # a blank line before a Markdown table
     if fmt == "markdown":
         click.echo(result.to_markdown())
     else:
