@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Mutation-test one core module of lape-hub with mutmut, within a stated time.
+
+A copy of the working tree is made in a temporary folder (the checkout itself is never
+touched), mutmut is configured there to mutate only the chosen module and to run only the
+tests that cover it, and the run stops after ``--minutes``. The summary counts killed and
+surviving mutants and names every survivor, so each one can be killed by a new test or
+explained in docs/testing.md (equivalent mutant or accepted risk).
+
+Example::
+
+    python scripts/mutation.py lape              # lape_hub/lape.py with tests/test_lape.py
+    python scripts/mutation.py atomic --minutes 10 --json docs/mutation/atomic.json
+    python scripts/mutation.py lape_hub/query.py --tests tests/test_attacks_sql.py
+    python scripts/mutation.py --list            # the modules and the tests mapped to them
+
+Needs ``pip install mutmut`` (in the ``dev`` extra). It is not part of ``.ci/run``: a core
+module takes minutes to an hour on two cores; docs/testing.md records the latest figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# module -> the test files that exercise it (what mutmut runs for each mutant)
+MODULE_TESTS: dict[str, list[str]] = {
+    "lape": ["tests/test_lape.py"],
+    "activation_counts": ["tests/test_activation_counts.py"],
+    "ffn": ["tests/test_ffn.py"],
+    "query": ["tests/test_cli_read.py", "tests/test_attacks_sql.py"],
+    "catalog": ["tests/test_catalog.py", "tests/test_builder_catalog.py"],
+    "atomic": ["tests/test_catalog.py", "tests/test_atomic.py"],
+    "schemas": ["tests/test_catalog.py"],
+    "sparse_adapter": ["tests/test_sparse_adapter.py"],
+    "finetune": ["tests/test_finetune.py"],
+    "publisher": ["tests/test_publisher.py", "tests/test_attacks_publish.py"],
+    "overlap": ["tests/test_cli_read.py", "tests/test_embedded_catalog.py"],
+    "config": ["tests/test_publisher.py", "tests/test_remote.py"],
+    "output_paths": ["tests/test_attacks_io.py"],
+    "formats": ["tests/test_cli_read.py", "tests/test_attacks_io.py"],
+    "languages": ["tests/test_languages.py", "tests/test_registry.py"],
+}
+
+def resolve(module: str) -> tuple[str, str]:
+    """``lape`` / ``lape_hub/lape.py`` / ``lape_hub.lape`` -> (name, path)."""
+    name = Path(module.replace(".", "/") if not module.endswith(".py") else module).stem
+    path = f"lape_hub/{name}.py"
+    if not (REPO / path).exists():
+        sys.exit(f"error: no module {path}")
+    return name, path
+
+
+def copy_tree(dest: Path) -> None:
+    """The files git would see (tracked + untracked, not ignored), copied to ``dest``."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                         check=True, capture_output=True).stdout.decode()
+    for rel in filter(None, out.split("\0")):
+        src = REPO / rel
+        if src.is_file() and not src.is_symlink():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def write_config(work: Path, path: str, tests: list[str]) -> None:
+    lines = ["[mutmut]", "source_paths=lape_hub", f"only_mutate={path}",
+             "pytest_add_cli_args_test_selection=", *[f"    {t}" for t in tests],
+             "pytest_add_cli_args=", "    -x", "    -q", "    -p", "    no:cacheprovider",
+             "also_copy=", "    registry", "    schemas", "    catalog", "    tests", ""]
+    (work / "setup.cfg").write_text("\n".join(lines))
+
+
+def summarize(work: Path, path: str) -> dict:
+    """Read mutmut's per-file meta data: counts per status and the survivors' names."""
+    meta = work / "mutants" / (path + ".meta")
+    if not meta.exists():
+        return {"module": path, "error": "mutmut produced no results (see its output above)"}
+    os.chdir(work)  # mutmut reads its configuration from the working folder on import
+    from mutmut.stats import status_by_exit_code  # mutmut's own exit code -> status table
+
+    data = json.loads(meta.read_text())
+    codes = data.get("exit_code_by_key", {})
+    counts: dict[str, int] = {}
+    survivors = []
+    for key, code in sorted(codes.items()):
+        status = status_by_exit_code[code]
+        counts[status] = counts.get(status, 0) + 1
+        if status == "survived":
+            survivors.append(key)
+    checked = sum(v for k, v in counts.items() if k != "not checked")
+    return {"module": path, "mutants": len(codes), "checked": checked, "counts": counts,
+            "survived": len(survivors),
+            "survived_pct": round(100 * len(survivors) / checked, 1) if checked else None,
+            "survivors": survivors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("module", nargs="?", help="lape, lape_hub/lape.py or lape_hub.lape")
+    ap.add_argument("--tests", nargs="+", help="test files to run (default: the module's map)")
+    ap.add_argument("--minutes", type=float, default=20, help="stop the run after this long")
+    ap.add_argument("--jobs", type=int, default=1, help="mutmut --max-children")
+    ap.add_argument("--json", type=Path, help="also write the summary here")
+    ap.add_argument("--keep", type=Path, help="work in this folder and keep it (mutmut browse)")
+    ap.add_argument("--list", action="store_true", help="print the module -> tests map")
+    args = ap.parse_args(argv)
+    if args.list:
+        for name, tests in MODULE_TESTS.items():
+            print(f"{name:18} {' '.join(tests)}")
+        return 0
+    if not args.module:
+        ap.error("name a module (or --list)")
+    if shutil.which("mutmut") is None:
+        sys.exit("error: mutmut is not installed: pip install mutmut")
+    name, path = resolve(args.module)
+    tests = args.tests or [t for t in MODULE_TESTS.get(name, []) if (REPO / t).exists()]
+    if not tests:
+        sys.exit(f"error: no tests mapped to {name}; pass --tests")
+    work = args.keep or Path(tempfile.mkdtemp(prefix=f"mutmut-{name}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    copy_tree(work)
+    write_config(work, path, tests)
+    print(f"mutating {path} with {' '.join(tests)} in {work} (at most {args.minutes:g} min)",
+          flush=True)
+    t0 = time.time()
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    try:
+        subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)], cwd=work, env=env,
+                       timeout=args.minutes * 60, stdout=subprocess.DEVNULL)
+        finished = True
+    except subprocess.TimeoutExpired:
+        finished = False
+    summary = summarize(work, path)
+    summary.update(tests=tests, minutes=round((time.time() - t0) / 60, 1), finished=finished)
+    print(json.dumps({k: v for k, v in summary.items() if k != "survivors"}, indent=1))
+    for s in summary.get("survivors", []):
+        print("survived:", s, f"(mutmut show {s})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    os.chdir(REPO)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
