@@ -17,7 +17,16 @@ modules that run models (builder, fine-tuning, verification).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers
+    from lape_hub.catalog import Catalog
+    from lape_hub.languages import resolve_language
+    from lape_hub.lape import LapeResult, select_lape
+    from lape_hub.neuron_set import NeuronSet
+    from lape_hub.registry import resolve_model, resolve_refset
 
 _LAZY = {
     "Catalog": "lape_hub.catalog",

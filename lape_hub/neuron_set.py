@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow as pa
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,6 +112,27 @@ class NeuronSet:
             raise ValueError(f"layer index out of range [0, {n_layers}) in {lang}")
         layers = [neuron[layer == i] for i in range(n_layers)]
         return cls(model, lang, layers, d_model=d_model, d_ffn=d_ffn, **kw)
+
+    def to_arrow(self) -> "pa.Table":
+        """One row per neuron: ``model, refset, lang, layer, neuron`` (sorted)."""
+        import pyarrow as pa
+
+        layer, neuron = self.pairs()
+        n = layer.size
+        return pa.table({
+            "model": pa.array([self.model] * n, pa.string()),
+            "refset": pa.array([self.refset] * n, pa.string()),
+            "lang": pa.array([self.lang] * n, pa.string()),
+            "layer": pa.array(layer, pa.int32()),
+            "neuron": pa.array(neuron, pa.int32()),
+        })
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """:meth:`to_arrow` as a pandas DataFrame (needs pandas)."""
+        from lape_hub.errors import require
+
+        require("pandas", "plots", purpose="to_pandas()")
+        return self.to_arrow().to_pandas()
 
     def histogram(self, width: int = 40) -> str:
         """Per-layer bar chart for the terminal."""

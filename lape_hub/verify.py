@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,10 @@ from torch import nn
 from lape_hub.corpus import PackedCorpus, tokenize_and_pack
 from lape_hub.errors import NeuronSetFormatError
 from lape_hub.ffn import FfnLayer, HookHandles, find_ffn_layers
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow as pa
 
 __all__ = ["PerplexityMatrix", "perplexity", "perplexity_matrix", "verify_neuron_sets", "zero_neurons"]
 
@@ -55,6 +59,24 @@ class PerplexityMatrix:
             for i, z in enumerate(self.langs)
             for j, e in enumerate(self.eval_langs)
         ]
+
+    def to_arrow(self) -> "pa.Table":
+        """The cells of :meth:`to_rows` as a table, plus ``relative`` (increase / baseline)."""
+        import pyarrow as pa
+
+        rows = self.to_rows()
+        cols = {k: [r[k] for r in rows] for k in ("zeroed", "eval_lang", "baseline_ppl", "ppl",
+                                                  "increase")}
+        cols["relative"] = [r["increase"] / r["baseline_ppl"] for r in rows]
+        return pa.table({k: pa.array(v, pa.string() if k in ("zeroed", "eval_lang")
+                                     else pa.float64()) for k, v in cols.items()})
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """:meth:`to_arrow` as a pandas DataFrame (needs pandas)."""
+        from lape_hub.errors import require
+
+        require("pandas", "plots", purpose="to_pandas()")
+        return self.to_arrow().to_pandas()
 
     def to_csv(self) -> str:
         """The cells of :meth:`to_rows` as CSV text with a header line."""

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "lape_hub.cli.finetune:finetune",
     "merge": "lape_hub.cli.finetune:merge",
     "publish": "lape_hub.cli.publish:publish",
+    "plot": "lape_hub.cli.plot:plot",
 }
 
 HELP = {
@@ -46,6 +47,7 @@ HELP = {
     "finetune": "Sparse fine-tuning of a language's neurons (and baselines).",
     "merge": "Merge an adapter into a full model folder.",
     "publish": "Publish the catalog and adapters to the Hugging Face Hub.",
+    "plot": "Pictures: layers, overlap, zeroing, weight-change, alignment (PNG + data).",
 }
 
 
