@@ -127,6 +127,84 @@ def configured_hub_repo() -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class SqlLimits:
+    """Limits of one ``lape-hub sql`` query; the ``[sql]`` table of the config file::
+
+        [sql]
+        timeout = 60              # seconds before a query is stopped (--timeout)
+        memory_limit = "50%"      # DuckDB's memory_limit: "4GB", "512MiB" or a share of RAM
+                                  # (--memory-limit)
+    """
+
+    timeout_s: float = 60.0
+    memory_limit: str = "50%"
+
+
+_MEMORY_LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|[KMGT]i?B)\s*$", re.IGNORECASE)
+
+
+def check_timeout(value: Any, *, source: str = "--timeout") -> float:
+    """A positive, finite number of seconds, or a one-line QueryError naming ``source``.
+
+    >>> check_timeout(2.5)
+    2.5
+    """
+    from lape_hub.errors import QueryError
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 < value < float("inf"):
+        raise QueryError(f"{source}: the SQL timeout must be a positive number of seconds, "
+                         f"not {value!r:.40}")
+    return float(value)
+
+
+def check_memory_limit(value: Any, *, source: str = "--memory-limit") -> str:
+    """``"4GB"``, ``"512 MiB"``, ``"50%"`` (of RAM); anything else is a one-line QueryError.
+
+    >>> check_memory_limit("4GB")
+    '4GB'
+    """
+    from lape_hub.errors import QueryError
+
+    m = _MEMORY_LIMIT.match(value) if isinstance(value, str) else None
+    if m is None or float(m.group(1)) <= 0 or (m.group(2) == "%" and float(m.group(1)) > 100):
+        raise QueryError(f"{source}: the SQL memory limit must be a size like 4GB or 512MiB, "
+                         f"or a share of RAM like 50%, not {value!r:.40}")
+    return value.strip()
+
+
+def load_sql_limits(timeout_s: float | None = None,
+                    memory_limit: str | None = None) -> SqlLimits:
+    """The SQL limits: the given values, else the config file's ``[sql]`` table, else
+    :class:`SqlLimits`' defaults (60 s, 50 % of RAM)."""
+    from lape_hub.errors import QueryError
+
+    table: dict[str, Any] = {}
+    path = config_path()
+    if path.is_file():
+        from lape_hub.toml import load_toml
+
+        try:
+            table = load_toml(path).get("sql", {})
+        except RegistryError as e:
+            raise QueryError(f"config file {e}") from None
+        if not isinstance(table, dict):
+            raise QueryError(f"{path}: [sql] must be a table")
+        unknown = sorted(set(table) - {"timeout", "memory_limit"})
+        if unknown:
+            raise QueryError(f"{path}: unknown [sql] keys {unknown} (known: timeout, "
+                             "memory_limit)")
+    limits = SqlLimits()
+    timeout = (check_timeout(timeout_s) if timeout_s is not None
+               else check_timeout(table["timeout"], source=f"{path}: [sql] timeout")
+               if "timeout" in table else limits.timeout_s)
+    memory = (check_memory_limit(memory_limit) if memory_limit is not None
+              else check_memory_limit(table["memory_limit"], source=f"{path}: [sql] memory_limit")
+              if "memory_limit" in table else limits.memory_limit)
+    return SqlLimits(timeout_s=timeout, memory_limit=memory)
+
+
 def hub_endpoint() -> str:
     """``$HF_ENDPOINT`` read now (huggingface_hub reads it once, at import)."""
     from huggingface_hub import constants

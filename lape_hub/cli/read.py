@@ -140,7 +140,7 @@ def sql(query, fmt, output, max_rows, timeout_s, memory_limit, catalog_dir, remo
         return
     table = result_table(cat, query, fmt, limits=limits)
     if output is None:
-        write_result(table, fmt, click.get_binary_stream("stdout"))
+        write_result(table, fmt, sys.stdout.buffer)
         return
     n = write_result(table, fmt, output)
     click.echo(f"wrote {n} rows to {output} ({fmt})")
