@@ -343,10 +343,10 @@ def check_manifest(path: Path, where: str, *, action: str = "") -> int:
     ``action`` is what to do before upgrading is possible (e.g. "before publishing to it").
     """
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
+        doc = json.loads(_read_small(path, 1 << 20).decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        raise SchemaError(f"{where}: {MANIFEST} is not a lape-hub catalog manifest (not JSON)"
-                          ) from None
+        raise SchemaError(f"{where}: {MANIFEST} is not a lape-hub catalog manifest "
+                          "(unreadable, not a small regular file, or not JSON)") from None
     if not isinstance(doc, dict) or doc.get("format", "lape-hub-catalog") != "lape-hub-catalog":
         raise SchemaError(f"{where}: {MANIFEST} is not a lape-hub catalog manifest")
     version = doc.get("schema_version")
@@ -358,6 +358,21 @@ def check_manifest(path: Path, where: str, *, action: str = "") -> int:
         raise SchemaError(f"{where} has schema version {version}, newer than this lape-hub's "
                           f"{SCHEMA_VERSION}: upgrade lape-hub" + (f" {action}" if action else ""))
     return version
+
+
+def _read_small(path: Path, limit: int) -> bytes:
+    """A small regular file's bytes; a pipe, device or folder (which could block or never
+    end) or a file over ``limit`` bytes raises ValueError (OSError when unreadable)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is over {limit} bytes")
+    return data
 
 
 def file_langs(path: Path, table: str) -> set[str] | None:

@@ -113,14 +113,16 @@ def _kind(mode: int) -> str:
 
 
 def collect_files(root: str | os.PathLike, allowed: Callable[[str], bool], *, what: str,
-                  prefix: str = "", skip: Callable[[str], bool] | None = None
+                  prefix: str = "", skip: Callable[[str], bool] | None = None,
+                  check: Callable[["LocalFile"], str | None] | None = None
                   ) -> dict[str, "LocalFile"]:
     """The regular files under ``root`` that ``allowed(relative posix path)`` accepts, keyed
     by ``prefix + path``; links are never followed.
 
     ``skip(rel)`` leaves an entry (and, for a folder, everything under it) out without
-    complaint. Any symlink, device, pipe, socket, or file that ``allowed`` rejects refuses
-    the whole folder with one line naming up to five of them.
+    complaint. Any symlink, device, pipe, socket, hard-linked file, file that ``allowed``
+    rejects, or file whose content ``check`` finds wrong (it returns why, else None)
+    refuses the whole folder with one line naming up to five of them.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "ok.json").write_text("{}")
@@ -152,10 +154,19 @@ def collect_files(root: str | os.PathLike, allowed: Callable[[str], bool], *, wh
                 bad.append((rel, _kind(mode)))
             elif not allowed(rel):
                 bad.append((rel, "not on the allow-list"))
+            elif entry.stat(follow_symlinks=False).st_nlink > 1:
+                # lape-hub writes every file afresh (temp file + rename): a second name for
+                # the same bytes is a hard link to something else, e.g. a token file
+                bad.append((rel, "hard link"))
             else:
                 files[prefix + rel] = LocalFile(prefix + rel, Path(entry.path))
 
     walk(root, "")
+    if check is not None:
+        for rel, f in files.items():
+            why = check(f)
+            if why:
+                bad.append((rel[len(prefix):], why))
     if bad:
         shown = ", ".join(f"{show_name(p)} ({why})" for p, why in bad[:5])
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""

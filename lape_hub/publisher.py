@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -167,6 +168,8 @@ class Plan:
         """Write the repo tree as it will be after the commit to ``folder`` (empty, new, or
         staged before), from the same commit operations a real publish builds."""
         root = Path(folder)
+        if root.is_symlink():
+            raise LapeHubError(f"--dry-run folder {root} is a symlink: give the folder itself")
         if root.exists() and any(root.iterdir()):
             if not (root / STAGING_MARKER).is_file() or (root / STAGING_MARKER).is_symlink():
                 raise LapeHubError(f"--dry-run folder {root} is not empty (and was not staged "
@@ -621,13 +624,46 @@ def adapter_files(adapter_dir: Path, merged: Path | None = None) -> dict[str, Lo
     if merged is not None and _inside(merged, adapter_dir):
         inner = merged.resolve().relative_to(adapter_dir.resolve()).as_posix()
     files = collect_files(adapter_dir, lambda rel: rel in ADAPTER_FILES, what="adapter folder",
-                          skip=(lambda rel: rel == inner) if inner else None)
+                          skip=(lambda rel: rel == inner) if inner else None,
+                          check=content_problem)
     files.pop("README.md", None)              # replaced by the generated model card
     if merged is not None:
         files.update(collect_files(
             merged, lambda rel: rel in MERGED_FILES or bool(_SHARD.fullmatch(rel)),
-            what="merged model folder", prefix=f"{MERGED_DIR}/"))
+            what="merged model folder", prefix=f"{MERGED_DIR}/", check=content_problem))
     return files
+
+
+def content_problem(f: LocalFile) -> str | None:
+    """Why a file's bytes are not what its name says (None when they are): a ``.json``
+    must parse, a ``.safetensors`` must start with a safetensors header. Catches a file
+    that is really something else (a copied token, a key) under an allowed name."""
+    name = f.path.rsplit("/", 1)[-1]
+    if not name.endswith((".json", ".safetensors")):
+        return None
+    with f.open() as fh:
+        if name.endswith(".json"):
+            data = fh.read(_JSON_LIMIT + 1)
+            if len(data) > _JSON_LIMIT:
+                return "JSON file over 64 MiB"
+            try:
+                json.loads(data.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                return "not valid JSON"
+            return None
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 2 <= n <= min(size - 8, 100 << 20):
+            return "not a safetensors file"
+        try:
+            header = json.loads(fh.read(n).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return "not a safetensors file"
+        return None if isinstance(header, dict) else "not a safetensors file"
+
+
+_JSON_LIMIT = 64 << 20
 
 
 def _inside(p: Path, folder: Path) -> bool:

@@ -13,6 +13,8 @@ Example::
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -79,6 +81,8 @@ class TableSchema:
         import pyarrow.parquet as pq
 
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):   # a pipe would block the reader
+                raise SchemaError(f"corrupt Parquet file {path}: not a regular file")
             found = pq.read_schema(path)
         except (pa.ArrowException, OSError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -145,6 +145,37 @@ def test_fifo_and_device_in_adapter_are_refused(hub, tmp_path):
     assert not hub.repos.get(("model", "alice/ad"))
 
 
+@pytest.mark.parametrize("attack", ["hard link", "token copied as weights",
+                                    "token copied as JSON", "merged folder link"])
+def test_token_under_an_allowed_name_is_refused(hub, tmp_path, token_file, attack):
+    path, secret = token_file
+    folder = make_adapter(tmp_path / "adapter", evals=False)
+    merged = None
+    if attack == "hard link":
+        (folder / "eval_results.json").unlink(missing_ok=True)
+        os.link(path, folder / "eval_results.json")
+        needle = "'eval_results.json' (hard link)"
+    elif attack == "token copied as weights":
+        (folder / "dense_weights.safetensors").write_bytes(secret)
+        needle = "'dense_weights.safetensors' (not a safetensors file)"
+    elif attack == "token copied as JSON":
+        (folder / "eval_results.json").write_bytes(secret)
+        needle = "'eval_results.json' (not valid JSON)"
+    else:
+        merged = tmp_path / "merged"
+        merged.mkdir()
+        (merged / "config.json").write_text("{}")
+        (merged / "tokenizer.model").symlink_to(path)
+        needle = "refused to publish merged model folder"
+    args = ["publish", "adapter", str(folder), "--hub-repo", "alice/leak"]
+    if merged is not None:
+        args += ["--merged", str(merged)]
+    for extra in ([], ["--dry-run", str(tmp_path / "stage")]):
+        assert_one_line_error(cli(*args, *extra), needle=needle)
+    assert secret not in hub.received_bytes()
+    assert not files_containing(tmp_path / "stage", secret)
+
+
 def test_stray_file_in_adapter_is_named(hub, tmp_path):
     folder = make_adapter(tmp_path / "adapter", evals=False)
     (folder / "notes.txt").write_text("my private notes")
@@ -156,7 +187,7 @@ def test_stray_file_in_adapter_is_named(hub, tmp_path):
 
 
 @pytest.mark.parametrize("attack", ["symlinked partition", "stray file", "fifo",
-                                    "symlinked table folder"])
+                                    "symlinked table folder", "hard-linked partition"])
 def test_catalog_folder_with_links_or_stray_files_is_refused(hub, tmp_path, token_file, attack):
     path, secret = token_file
     root = tmp_path / "cat"
@@ -172,6 +203,10 @@ def test_catalog_folder_with_links_or_stray_files_is_refused(hub, tmp_path, toke
     elif attack == "fifo":
         os.mkfifo(root / "CATALOG.json.pipe")
         needle = "(fifo)"
+    elif attack == "hard-linked partition":
+        target = next(root.glob("activation_counts/**/data.parquet"))
+        os.link(target, root / "activation_counts" / "copy.parquet")
+        needle = "(hard link)"
     else:
         (root / "lape").symlink_to(path.parent, target_is_directory=True)
         needle = "'lape' (symlink)"
@@ -479,6 +514,18 @@ def test_damaged_local_files_are_named_by_every_reader(hub, tmp_path, how, comma
     assert name in line or name.split("/")[0] in line, line
     assert tree_hashes(root) == before
     assert not (tmp_path / "out.json").exists() and not hub.repos
+
+
+@pytest.mark.parametrize("what", ["CATALOG.json", "partition"])
+def test_a_pipe_in_the_catalog_does_not_hang_a_reader(tmp_path, what):
+    root = tmp_path / "cat"
+    build_catalog(root)
+    target = root / "CATALOG.json" if what == "CATALOG.json" else \
+        next(root.glob("activation_counts/**/data.parquet"))
+    target.unlink()
+    os.mkfifo(target)
+    line = assert_one_line_error(run_cli("list", "--catalog", str(root), timeout=60))
+    assert "regular file" in line
 
 
 def test_damaged_files_through_the_real_entry_point(tmp_path):

@@ -375,8 +375,11 @@ def test_adapter_repo_with_model_card(hub, tmp_path):
 
 
 def test_adapter_mirror_prunes_and_missing_leaves_it_alone(hub, tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
     folder = make_adapter(tmp_path / "adapter", evals=False)
-    (folder / "dense_weights.safetensors").write_bytes(b"\0old")
+    save_file({"old": np.zeros(2, np.float32)}, str(folder / "dense_weights.safetensors"))
     publish_adapter(folder, "alice/ad", **FAST)
     (folder / "dense_weights.safetensors").unlink()
     (folder / "lape_adapter.json").write_text(
@@ -395,10 +398,13 @@ def test_adapter_with_merged_model(hub, tmp_path):
     merged = tmp_path / "merged"
     merged.mkdir()
     (merged / "config.json").write_text("{}")
-    (merged / "model.safetensors").write_bytes(b"\0weights")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.ones(3, np.float32)}, str(merged / "model.safetensors"))
     publish_adapter(folder, "alice/ad", merged=merged, **FAST)
     files = hub.files("alice/ad", "model")
-    assert files["merged/model.safetensors"] == b"\0weights"
+    assert files["merged/model.safetensors"] == (merged / "model.safetensors").read_bytes()
     assert "subfolder=\"merged\"" in files["README.md"].decode()
     assert lape_commits(hub, "alice/ad", "model")[-1].endswith("with the merged model")
 
