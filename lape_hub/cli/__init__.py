@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "verify": "lape_hub.cli.build:verify",
     "finetune": "lape_hub.cli.finetune:finetune",
     "merge": "lape_hub.cli.finetune:merge",
+    "eval": "lape_hub.cli.evaluate:eval_",
     "publish": "lape_hub.cli.publish:publish",
     "plot": "lape_hub.cli.plot:plot",
 }
@@ -46,6 +47,7 @@ HELP = {
     "verify": "Perplexity increase when zeroing each language's neurons.",
     "finetune": "Sparse fine-tuning of a language's neurons (and baselines).",
     "merge": "Merge an adapter into a full model folder.",
+    "eval": "Evaluate a model or adapter on the paper's tasks (eval compare: significance).",
     "publish": "Publish the catalog and adapters to the Hugging Face Hub.",
     "plot": "Pictures: layers, overlap, zeroing, weight-change, alignment (PNG + data).",
 }
