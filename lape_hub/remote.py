@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from lape_hub.catalog import Catalog
 
 RECORD = ".lape-hub-remote.json"
+STAMPS = ".lape-hub-verified.json"   # path -> [size, mtime_ns, inode] when last verified
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 #: top-level files of a catalog repo besides the tables (never downloaded but CATALOG.json)
 TOP_LEVEL = (MANIFEST, "README.md", ".gitattributes")
@@ -175,6 +176,57 @@ def _cached_ok(root: Path, remote: RemoteFile) -> bool | None:
                                                                                local))
     except (OSError, UnsafeFolderError):
         return False
+
+
+def _stamp(path: Path) -> list[int]:
+    st = os.stat(path, follow_symlinks=False)
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _sweep(root: Path, listing: dict[str, RemoteFile], verified: Sequence[str]) -> None:
+    """Leave under ``root`` only files a reader may use: the ``verified`` files (checked
+    against the listing by this call), and files of earlier calls whose size, mtime and
+    inode are as they were when they were verified. Links, files the listing does not
+    have and changed files are removed (they are downloaded again when asked for), so
+    the Catalog over ``root`` (which reads every entry there, e.g. for SQL views) never
+    sees an unverified byte."""
+    stamps_path = root / STAMPS
+    old = _read_json(stamps_path)
+    old = old if isinstance(old, dict) else {}
+    stamps: dict[str, list[int]] = {}
+    keep = set(verified)
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        for name in list(dirnames):
+            if (d / name).is_symlink():
+                (d / name).unlink()
+                dirnames.remove(name)
+                log.warning("removed the link %s from the remote catalog cache", d / name)
+        for name in filenames:
+            p = d / name
+            rel = p.relative_to(root).as_posix()
+            if rel in (RECORD, STAMPS) and not p.is_symlink():
+                continue
+            now = None if p.is_symlink() else _stamp(p)
+            if now is not None and rel in listing and (rel in keep or old.get(rel) == now):
+                stamps[rel] = now
+                continue
+            p.unlink()
+            if now is None or rel in listing:
+                log.warning("removed %s from the remote catalog cache (changed since it was "
+                            "verified)", p)
+    if stamps != old:
+        atomic_write_text(stamps_path, json.dumps(stamps, sort_keys=True) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    """A small JSON file of the cache, or None when absent, a link or damaged."""
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
@@ -304,6 +356,10 @@ def _remote_catalog(repo_id: str, revision: str | None, tables: Sequence[str] | 
     sha = resolve_revision(repo_id, revision, api=api, token=token, cache=cache)
     repo_dir = hub_cache_dir(repo_id, cache)
     root = repo_dir / sha
+    for folder in (repo_dir.parent.parent, repo_dir.parent, repo_dir, root):
+        if folder.is_symlink():
+            raise HubError(f"cache folder {folder} is a link: refusing to write through it "
+                           "(remove it)")
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(repo_dir / f".{sha}.lock"), timeout=600):
         where = f"dataset repo {repo_id}@{sha[:12]}"
@@ -363,4 +419,5 @@ def _remote_catalog(repo_id: str, revision: str | None, tables: Sequence[str] | 
                 for f in futures:
                     f.result()
         _check_schemas(root, selected, where)
+        _sweep(root, listing, wanted)
     return Catalog(root)

@@ -391,6 +391,27 @@ def test_tampered_cache_is_downloaded_again_or_refused_offline(hub, tmp_path, mo
     assert tree_hashes(hub_cache_dir(REPO)) == before
 
 
+def test_cache_files_not_verified_by_this_call_are_never_read(hub, tmp_path, token_file):
+    """SQL views read every cached entry, not only the ones a call asked for: changed,
+    planted or linked files are removed from the cache before the catalog is handed out."""
+    local = published(hub, tmp_path)
+    count = "SELECT count(*) AS n FROM activation_counts"
+    want = cli("sql", "--catalog", str(local), count, "--format", "csv").stdout
+    assert cli("sql", "--remote", "--hub-repo", REPO, count, "--format", "csv").stdout == want
+    root = hub_cache_dir(REPO) / hub.repo(REPO).head
+    counts = sorted(root.glob("activation_counts/**/data.parquet"))
+    counts[0].write_bytes(counts[1].read_bytes())       # a valid file, but not this one
+    planted = root / NEURONS.replace("model=gemma-3-270m", "model=llama-3.1-8b")
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes((root / NEURONS).read_bytes())
+    path, _ = token_file
+    (root / "activation_counts" / "model=x").symlink_to(path.parent, target_is_directory=True)
+    assert remote_fetch(tmp_path).returncode == 0          # asks for gemma's neurons only
+    assert not planted.exists() and not counts[0].exists()
+    assert not (root / "activation_counts" / "model=x").exists() and path.exists()
+    assert cli("sql", "--remote", "--hub-repo", REPO, count, "--format", "csv").stdout == want
+
+
 def test_damaged_cache_record_or_ref(hub, tmp_path, monkeypatch):
     published(hub, tmp_path)
     assert remote_fetch(tmp_path).returncode == 0
