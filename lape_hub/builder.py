@@ -48,7 +48,7 @@ BOS_RULES = ("count", "skip")
 #: BOS became part of the identity): float32 weights, every BOS position counted.
 LEGACY_DTYPE, LEGACY_BOS = "float32", "count"
 #: The default BOS rule of new counts (see docs/builder.md, "Counting choices").
-DEFAULT_BOS = "skip"
+DEFAULT_BOS = "count"
 _TAGS = {"bf16": ("dtype", "bfloat16"), "nobos": ("bos", "skip")}
 _CORPUS_ID = re.compile(r"^(?P<name>[^:@+]+):(?P<split>[^:@+]+)(?:@(?P<tok>[0-9]+))?"
                         r"(?P<tags>(?:\+[a-z0-9]+)*)$")
@@ -557,9 +557,10 @@ def build(cat: Catalog, model: str, refset: str, corpus: str | os.PathLike, *, s
     """Count the missing languages of ``refset`` (or of ``langs``), then update LAPE.
 
     - ``dtype``: ``auto`` (bfloat16 on CUDA and on CPUs with bf16 instructions, float32
-      elsewhere), ``float32`` or ``bfloat16``; ``bos``: ``skip`` (default: BOS goes into
-      the model, its positions are not counted) or ``count``. Both are part of the corpus
-      id the counts are stored under, so differently counted entries never mix.
+      elsewhere), ``float32`` or ``bfloat16``; ``bos``: ``count`` (default, as the reference
+      code) or ``skip`` (BOS goes into the model, its positions are not counted). Both are
+      part of the corpus id the counts are stored under, so differently counted entries
+      never mix.
     - ``threads``: CPU threads (default: the fastest, measured once and cached; see
       :func:`lape_hub.activation_counts.set_threads`).
     - A language whose corpus holds fewer than ``max_tokens`` tokens is counted whole, with a

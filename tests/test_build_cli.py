@@ -203,12 +203,12 @@ def test_partial_build_hints_name_the_refset_and_only_what_is_missing(tiny_regis
                "ita_Latn", "por_Latn", "nld_Latn"]  # 10 of the 11 shown, then "…"
     assert f"LAPE for tiny-12 waits for 11 languages: {', '.join(waiting)}, …\n" in r.output, r.output
     assert (f"count them with: lape-hub build --model tiny-llama --refset tiny-12 --corpus {corpus} "
-            "--split train --max-tokens 1200 --dtype float32 --bos skip") in r.output
+            "--split train --max-tokens 1200 --dtype float32 --bos count") in r.output
     # fetch of the counted language: the hint is the set that was being built, without --lang
     r = cli("fetch", "--model", "tiny-llama", "--lang", "mt")
     msg = str(r.exception or "") + r.output
     assert r.exit_code != 0 and ("lape-hub build --model tiny-llama --refset tiny-12 --corpus corpus "
-                                 "--split train --max-tokens 1200 --dtype float32 --bos skip") in msg, msg
+                                 "--split train --max-tokens 1200 --dtype float32 --bos count") in msg, msg
     assert "--lang" not in msg
 
 
@@ -227,11 +227,11 @@ def test_short_corpus_is_counted_whole_with_a_warning(tiny_registry):
     r = cli("build", *args, "--seq-len", "64", "--quiet")
     assert r.exit_code == 0, r.output
     assert (f"warning: corpus for mkd_Cyrl has only {whole:,} tokens (< --max-tokens 5,000): counted "
-            f"all of them, stored as corpus:train@{whole}+nobos") in r.stderr
+            f"all of them, stored as corpus:train@{whole}") in r.stderr
     assert "LAPE and neuron sets of tiny-3 updated" in r.output
     keys = {e.key["lang"]: e.key["corpus"] for e in Catalog().entries("activation_counts")}
-    assert keys == {"mlt_Latn": "corpus:train@5000+nobos", "npi_Deva": "corpus:train@5000+nobos",
-                    "mkd_Cyrl": f"corpus:train@{whole}+nobos"}
+    assert keys == {"mlt_Latn": "corpus:train@5000", "npi_Deva": "corpus:train@5000",
+                    "mkd_Cyrl": f"corpus:train@{whole}"}
     assert "nothing to build" in cli("plan", *args).output
     r = cli("build", *args, "--seq-len", "64", "--quiet")
     assert "counted 0 languages" in r.output and "already current" in r.output

@@ -20,10 +20,10 @@ _corpus_opts = [
 
 def _counting_opts(f):
     """--dtype and --bos: how tokens are counted (part of the counts' identity)."""
-    f = click.option("--bos", type=click.Choice(["skip", "count"]), default="skip",
+    f = click.option("--bos", type=click.Choice(["count", "skip"]), default="count",
                      show_default=True,
-                     help="Count the BOS positions too, or skip them (BOS still goes into "
-                          "the model). Part of the counts' identity.")(f)
+                     help="Count the BOS positions (as the reference code does), or skip them "
+                          "(BOS still goes into the model). Part of the counts' identity.")(f)
     f = click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto",
                      show_default=True,
                      help="Counting dtype: auto = bfloat16 on CUDA and on CPUs with bf16 "
