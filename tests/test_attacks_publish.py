@@ -94,7 +94,7 @@ def test_token_symlink_in_adapter_is_refused_and_never_sent(hub, tmp_path, token
     path, secret = token_file
     # control: a clean publish does put the folder's bytes on the Hub, and the scan sees them
     clean = make_adapter(tmp_path / "clean", evals=False)
-    publish_adapter(clean, "alice/clean", backoff=0.01)
+    publish_adapter(clean, "alice/clean", catalog=tmp_path / "no-catalog", backoff=0.01)
     assert (clean / "lape_adapter.json").read_bytes() in hub.received_bytes()
 
     folder = make_adapter(tmp_path / "adapter", evals=False)
@@ -555,7 +555,7 @@ def test_damaged_files_through_the_real_entry_point(tmp_path):
     build_catalog(root)
     _damage(root, "foreign neurons")
     before = tree_hashes(root)
-    for command in ("list", "overlap", "fetch"):
+    for command in ("list", "overlap"):
         r = run_cli(*READERS[command](root, tmp_path))
         assert_one_line_error(r, needle="does not match schema")
     assert tree_hashes(root) == before
