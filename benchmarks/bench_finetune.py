@@ -1,4 +1,5 @@
-"""Step time and memory of sparse neuron fine-tuning vs the paper's approach, full FT and LoRA.
+"""Step time and memory of sparse neuron fine-tuning vs the paper's approach, full FT and LoRA,
+in float32 and bfloat16 autocast, with the plain loss (full logits) and the chunked one.
 
 Methods, all with AdamW, batch 2, the same random tokens and the same neuron set:
 
@@ -9,15 +10,23 @@ Methods, all with AdamW, batch 2, the same random tokens and the same neuron set
 - ``full``: full fine-tuning;
 - ``lora``: LoRA on gate/up/down, rank matched to the neuron set's parameter count (exact).
 
-Each (model, method) runs in its own subprocess, so peak memory is that process's peak RSS
+A *variant* is ``method:dtype:loss``: ``dtype`` float32 or bfloat16 (autocast; weights,
+trainable tensors and optimizer state stay float32), ``loss`` ``plain`` (the model's
+``[batch, seq, vocab]`` logits, then cross-entropy: what lape-hub did before) or ``chunked``
+(:mod:`lape_hub.lm_loss`, never the full logits). ``sparse:float32:plain`` is the
+baseline the other rows are compared with ("today's step").
+
+Each (model, variant) runs in its own subprocess, so peak memory is that process's peak RSS
 during the training steps (``/proc/self/status`` VmHWM, reset before the first step) minus
-its RSS with the model loaded. "state" is what training keeps per trainable parameter:
-the parameters, their gradients and AdamW's two moments, as measured on the tensors.
+its RSS with the model loaded (on CUDA: ``torch.cuda.max_memory_allocated`` above the
+model). "state" is what training keeps per trainable parameter: the parameters, their
+gradients and AdamW's two moments, as measured on the tensors.
 
 Usage::
 
     python benchmarks/bench_finetune.py                       # llama-1024 and gemma-3-270m
     python benchmarks/bench_finetune.py --models llama-1024 --steps 3 --json bench.json
+    python benchmarks/bench_finetune.py --device cuda --variants sparse:bfloat16:chunked,clone:bfloat16:chunked
 """
 from __future__ import annotations
 
@@ -33,6 +42,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("sparse", "clone", "full", "lora")
+BASELINE = "sparse:float32:plain"
+DEFAULT_VARIANTS = {
+    "llama-1024": ["sparse:float32:plain", "sparse:float32:chunked", "sparse:bfloat16:chunked",
+                   "clone:float32:chunked", "clone:bfloat16:chunked", "lora:float32:chunked"],
+    "gemma-3-270m": ["sparse:float32:plain", "sparse:float32:chunked", "sparse:bfloat16:chunked",
+                     "clone:float32:chunked", "lora:float32:chunked"],
+}
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -49,7 +65,7 @@ def _reset_peak() -> bool:
         return False
 
 
-def build_model(name: str, seed: int = 0):
+def build_model(name: str, seed: int = 0, device: str = "cpu"):
     """``llama-1024``: a random-init Llama where the FFN dominates; else a lape-hub model."""
     import torch
 
@@ -60,10 +76,10 @@ def build_model(name: str, seed: int = 0):
         cfg = LlamaConfig(vocab_size=8192, hidden_size=1024, intermediate_size=4096, num_hidden_layers=8,
                           num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=1024,
                           tie_word_embeddings=False)
-        return LlamaForCausalLM(cfg).float(), None
+        return LlamaForCausalLM(cfg).float().to(device), None
     from lape_hub.models import load_model
 
-    return load_model(name)
+    return load_model(name, device=device)
 
 
 def neuron_set_for(name: str, model, share: float, seed: int = 0):
@@ -100,7 +116,7 @@ def install_clone_write(model, neuron_set):
         p.requires_grad_(False)
     params = []
     for layer in find_ffn_layers(model):
-        idx = torch.as_tensor(neuron_set.layers[layer.index], dtype=torch.long)
+        idx = torch.as_tensor(neuron_set.layers[layer.index], dtype=torch.long, device=layer.gate.weight.device)
         if not len(idx):
             continue
         g = nn.Parameter(layer.gate.weight.detach()[idx].clone())
@@ -152,10 +168,11 @@ def setup(method: str, model, neuron_set):
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
-    from lape_hub.finetune import lm_loss
+    from lape_hub.finetune import autocast, lm_loss
 
     torch.set_num_threads(args.threads)
-    model, _ = build_model(args.model)
+    cuda = args.device.startswith("cuda")
+    model, _ = build_model(args.model, device=args.device)
     ns, ns_source = neuron_set_for(args.model, model, args.share)
     vocab = model.get_input_embeddings().weight.shape[0]
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -163,49 +180,73 @@ def worker(args: argparse.Namespace) -> dict:
     module.train()
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01)
     g = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, vocab, (args.batch_size, args.seq_len), generator=g)
+    batches = [torch.randint(0, vocab, (args.batch_size, args.seq_len), generator=g).to(args.device)
                for _ in range(args.warmup + args.steps)]
-    mask = torch.ones(args.batch_size, args.seq_len, dtype=torch.long)
+    mask = torch.ones(args.batch_size, args.seq_len, dtype=torch.long, device=args.device)
     import gc
 
     gc.collect()
     rss0 = _mem_kib()["VmRSS"]
     peak_ok = _reset_peak()
+    if cuda:
+        torch.cuda.synchronize()
+        cuda0 = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        peak_ok = True
     times = []
     for i, ids in enumerate(batches):
         t = time.perf_counter()
-        nll, n = lm_loss(module, ids, mask)
+        with autocast(args.device, args.dtype):
+            nll, n = lm_loss(module, ids, mask, chunked=args.loss == "chunked")
         (nll / n).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         if i == len(batches) - 1:  # gradients + optimizer state, measured on the tensors
             state_bytes = sum(p.numel() * p.element_size() * 2 for p in params)  # param + grad
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
         if i >= args.warmup:
             times.append(time.perf_counter() - t)
     state_bytes += sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
                        if torch.is_tensor(t) and t.ndim > 0)
     mem = _mem_kib()
+    peak = (mem["VmHWM"] - rss0) / 1024 if peak_ok else None
+    if cuda:
+        peak = (torch.cuda.max_memory_allocated() - cuda0) / 2**20
     return {
-        "model": args.model, "method": args.method, "neuron_set": ns_source, "n_neurons": ns.n_neurons,
+        "model": args.model, "method": args.method, "dtype": args.dtype, "loss": args.loss,
+        "variant": f"{args.method}:{args.dtype}:{args.loss}", "device": args.device,
+        "neuron_set": ns_source, "n_neurons": ns.n_neurons,
         "set_params": ns.trainable_params, "total_params": total,
         "trainable_params": sum(p.numel() for p in params), "state_mib": state_bytes / 2**20,
         "step_s": statistics.median(times), "step_s_all": times,
-        "peak_mib": (mem["VmHWM"] - rss0) / 1024 if peak_ok else None,
+        "peak_mib": peak,
         "tokens_per_step": args.batch_size * args.seq_len, **info,
     }
 
 
 # ----------------------------------------------------------------------------- driver side
-def run_one(model: str, method: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--model", model, "--method", method,
+def run_one(model: str, variant: str, args: argparse.Namespace) -> dict:
+    method, dtype, loss = parse_variant(variant)
+    cmd = [sys.executable, __file__, "--worker", "--model", model, "--method", method, "--dtype", dtype,
+           "--loss", loss, "--device", args.device,
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--seq-len", str(args.seq_len),
            "--batch-size", str(args.batch_size), "--share", str(args.share), "--threads", str(args.threads)]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        raise SystemExit(f"{model}/{method} failed:\n{out.stderr[-3000:]}")
+        raise SystemExit(f"{model}/{variant} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def parse_variant(text: str) -> tuple[str, str, str]:
+    """``"sparse:bfloat16:chunked"`` -> its parts (dtype and loss default to float32, chunked)."""
+    parts = text.split(":") + ["", ""]
+    method, dtype, loss = parts[0], parts[1] or "float32", parts[2] or "chunked"
+    if method not in METHODS or dtype not in ("float32", "bfloat16") or loss not in ("plain", "chunked"):
+        raise SystemExit(f"bad variant {text!r}: use METHOD[:float32|bfloat16[:plain|chunked]], METHOD in {METHODS}")
+    return method, dtype, loss
 
 
 def gemma_available() -> bool:
@@ -217,21 +258,59 @@ def gemma_available() -> bool:
         return False
 
 
+def print_table(model: str, rows: list[dict], args: argparse.Namespace) -> None:
+    first = rows[0]
+    print(f"\n{model}: {first['total_params'] / 1e6:.1f}M params, neuron set: {first['neuron_set']} "
+          f"({first['n_neurons']} neurons, {first['set_params'] / 1e6:.2f}M params), "
+          f"batch {args.batch_size} x {args.seq_len} tokens, {args.threads} threads, {args.device}")
+    print(f"  {'variant':<24} {'step s':>8} {'tok/s':>8} {'trainable':>12} {'state MiB':>10} {'peak MiB':>9}")
+    for r in rows:
+        peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "n/a"
+        extra = f"  (rank {r['lora_rank']})" if "lora_rank" in r else ""
+        print(f"  {r['variant']:<24} {r['step_s']:8.3f} {r['tokens_per_step'] / r['step_s']:8.0f} "
+              f"{r['trainable_params']:12,d} {r['state_mib']:10.1f} {peak:>9}{extra}")
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Every variant against the baseline (today's step) and sparse against clone-and-write
+    at the same dtype and loss; ``None`` where a side is missing."""
+    by = {r["variant"]: r for r in rows}
+    out = []
+    base = by.get(BASELINE)
+    for r in rows:
+        d = {"model": r["model"], "variant": r["variant"]}
+        if base and r is not base:
+            d["speedup_vs_baseline"] = base["step_s"] / r["step_s"]
+            if r["peak_mib"] and base["peak_mib"]:
+                d["peak_vs_baseline"] = r["peak_mib"] / base["peak_mib"]
+        if r["method"] == "sparse":
+            clone = by.get(f"clone:{r['dtype']}:{r['loss']}")
+            if clone:
+                d["sparse_vs_clone_step"] = r["step_s"] / clone["step_s"]
+        if len(d) > 2:
+            out.append(d)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="llama-1024,gemma-3-270m")
-    ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--steps", type=int, default=4, help="timed steps (median reported)")
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated METHOD:DTYPE:LOSS (default: a per-model set, see DEFAULT_VARIANTS)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=1, help="repeat every method; the fastest median is kept")
+    ap.add_argument("--rounds", type=int, default=2, help="repeat every variant, interleaved; the fastest median is kept")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--share", type=float, default=0.01, help="neurons per layer when no catalog set exists")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None, help="write all results here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
+    ap.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    ap.add_argument("--loss", default="chunked", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -241,37 +320,26 @@ def main() -> None:
     if "gemma-3-270m" in models and not gemma_available():
         print("gemma-3-270m: no cached conversion (run lape_hub.models.load_model('gemma-3-270m') once); skipped")
         models.remove("gemma-3-270m")
-    methods = [m for m in args.methods.split(",") if m]
     results: list[dict] = []
     for model in models:
+        variants = ([v for v in args.variants.split(",") if v] if args.variants
+                    else DEFAULT_VARIANTS.get(model, DEFAULT_VARIANTS["llama-1024"]))
+        variants = [":".join(parse_variant(v)) for v in variants]
         best: dict[str, dict] = {}
-        for _ in range(args.rounds):  # interleaved, so a busy machine hurts every method alike
-            for method in methods:
-                r = run_one(model, method, args)
-                if method not in best or r["step_s"] < best[method]["step_s"]:
-                    best[method] = r
-        rows = [best[m] for m in methods]
+        for _ in range(args.rounds):  # interleaved, so a busy machine hurts every variant alike
+            for v in variants:
+                r = run_one(model, v, args)
+                if v not in best or r["step_s"] < best[v]["step_s"]:
+                    best[v] = r
+        rows = [best[v] for v in variants]
         results += rows
-        first = rows[0]
-        print(f"\n{model}: {first['total_params'] / 1e6:.1f}M params, neuron set: {first['neuron_set']} "
-              f"({first['n_neurons']} neurons, {first['set_params'] / 1e6:.2f}M params), "
-              f"batch {args.batch_size} x {args.seq_len} tokens, {args.threads} threads")
-        print(f"  {'method':<8} {'step s':>8} {'tok/s':>8} {'trainable':>12} {'state MiB':>10} {'peak MiB':>9}")
-        for r in rows:
-            peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "n/a"
-            extra = f"  (rank {r['lora_rank']})" if "lora_rank" in r else ""
-            print(f"  {r['method']:<8} {r['step_s']:8.3f} {r['tokens_per_step'] / r['step_s']:8.0f} "
-                  f"{r['trainable_params']:12,d} {r['state_mib']:10.1f} {peak:>9}{extra}")
-        if "sparse" in best:
-            s = best["sparse"]
-            for m in methods:
-                if m != "sparse":
-                    o = best[m]
-                    print(f"  sparse / {m:<6} step time {s['step_s'] / o['step_s']:.2f}x   "
-                          f"state {s['state_mib'] / max(o['state_mib'], 1e-9):.3f}x   peak "
-                          + (f"{s['peak_mib'] / max(o['peak_mib'], 1e-9):.2f}x" if s["peak_mib"] and o["peak_mib"] else "n/a"))
+        print_table(model, rows, args)
+        for d in ratios(rows):
+            parts = [f"{k.replace('_', ' ')} {v:.2f}x" for k, v in d.items() if k not in ("model", "variant")]
+            print(f"  {d['variant']:<24} " + "   ".join(parts))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"rows": results, "ratios": [d for m in models for d in ratios(
+            [r for r in results if r["model"] == m])]}, indent=2) + "\n")
         print(f"\nwrote {args.json}")
 
 

@@ -326,3 +326,51 @@ def test_merge_adapter_function_refuses_wrong_base(tmp_path, saved_adapter):
     other = save_tiny("phi3", tmp_path / "phi")
     with pytest.raises(AdapterMismatchError):
         merge_adapter(path, tmp_path / "out", base=str(other))
+
+
+def test_loading_tensors_into_a_merged_model_replaces_the_merged_delta():
+    """load_tensors on a merged adapter must take the old delta out of the weights first:
+    the result equals a fresh model merged with the new delta only."""
+    ns = _neuron_set()
+    model = tiny_model("llama")
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sparse = SparseNeuronModel.inject(model, ns.layers, _config())
+    _randomize(sparse, seed=1)
+    sparse.merge()
+    other = SparseNeuronModel.inject(tiny_model("llama"), ns.layers, _config())
+    _randomize(other, seed=2)
+    sparse.load_tensors(other.tensors())
+    assert all(w.merged for _, _, w in sparse.wrappers())
+    ids = _ids()
+    want = other.model
+    other.merge()
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, want(input_ids=ids).logits)
+    sparse.unmerge()  # and unmerging gives the untouched base weights back
+    for n, p in sparse.unload().named_parameters():
+        torch.testing.assert_close(p.detach(), base[n], rtol=0, atol=1e-6, msg=n)
+
+
+def test_components_in_the_file_must_match_the_config(saved_adapter, tmp_path):
+    """The per-layer components check names the mismatch (before the injection would fail
+    with a vaguer message, or not at all)."""
+    import shutil
+
+    folder, ns = saved_adapter
+    edited = tmp_path / "edited"
+    shutil.copytree(folder, edited)
+    doc = json.loads((edited / ADAPTER_CONFIG_NAME).read_text())
+    doc["components"] = ["gate", "up"]
+    (edited / ADAPTER_CONFIG_NAME).write_text(json.dumps(doc))
+    with pytest.raises(AdapterMismatchError, match=r"has components \['down', 'gate', 'up'\], its config says"):
+        SparseNeuronModel.from_pretrained(tiny_model("llama"), edited)
+    # one layer lacking a component while the config lists all three
+    from safetensors.torch import save_file
+
+    tensors = load_file(folder / ADAPTER_WEIGHTS_NAME)
+    layer = next(int(k.split(".")[1]) for k in tensors)
+    cut = {k: v for k, v in tensors.items() if not k.startswith(f"layers.{layer}.down.")}
+    shutil.copy2(folder / ADAPTER_CONFIG_NAME, edited / ADAPTER_CONFIG_NAME)
+    save_file(cut, str(edited / ADAPTER_WEIGHTS_NAME))
+    with pytest.raises(AdapterMismatchError, match=rf"layer {layer} has components \['gate', 'up'\], its config says"):
+        SparseNeuronModel.from_pretrained(tiny_model("llama"), edited)
