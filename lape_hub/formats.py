@@ -195,7 +195,7 @@ def validate_neuron_sets(raw: RawNeuronSets, *, model: str | None = None,
         NeuronSetFormatError (or UnknownModelError, UnknownLanguageError): one line naming
         the file and the problem.
     """
-    from lape_hub.errors import UnknownRefsetError
+    from lape_hub.errors import UnknownLanguageError, UnknownModelError, UnknownRefsetError
     from lape_hub.languages import resolve_language
     from lape_hub.registry import resolve_model, resolve_refset
 
@@ -205,9 +205,15 @@ def validate_neuron_sets(raw: RawNeuronSets, *, model: str | None = None,
         raise _bad(raw, "the model name is not a string")
     if not (model or file_model):
         raise _bad(raw, "the file does not name its model: pass --model")
-    spec = resolve_model(model or file_model)
-    if model and file_model and resolve_model(file_model).alias != spec.alias:
-        raise _bad(raw, f"holds neuron sets of {file_model}, not {spec.alias}")
+    try:
+        spec = resolve_model(model or file_model)
+        other = resolve_model(file_model).alias if model and file_model else spec.alias
+    except UnknownModelError as e:
+        if model and e.name == model:
+            raise
+        raise _bad(raw, f"names model {_short(file_model)}, which is not in the registry") from None
+    if other != spec.alias:
+        raise _bad(raw, f"holds neuron sets of {other}, not {spec.alias}")
     for key in ("n_layers", "d_model", "d_ffn"):
         if key in head and head[key] is not None:
             if not _is_int(head[key]) or int(head[key]) != getattr(spec, key):
@@ -235,7 +241,14 @@ def validate_neuron_sets(raw: RawNeuronSets, *, model: str | None = None,
             raise _bad(raw, f"names {len(names)} languages but holds {len(items)} sets")
     if len(names) > MAX_LANGS:
         raise _bad(raw, f"holds {len(names)} languages (at most {MAX_LANGS})")
-    codes = [resolve_language(x).code for x in names]
+    codes = []
+    for x in names:
+        try:
+            codes.append(resolve_language(x).code)
+        except UnknownLanguageError:
+            if raw.langs is None:  # the names came from --langs: the usual message
+                raise
+            raise _bad(raw, f"unknown language {_short(x)}") from None
     dup = sorted({c for c in codes if codes.count(c) > 1})
     if dup:
         raise _bad(raw, f"holds {', '.join(dup)} more than once")
@@ -341,9 +354,8 @@ def _load_torch_list(path: Path) -> RawNeuronSets:
             obj = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
         msg = str(e).lower()
-        kind = ("refused by weights_only: it references code" if "global" in msg else
-                "refused by weights_only: pickle instructions a tensor list never uses"
-                if "unsupported operand" in msg else "corrupt or not a tensor list")
+        kind = ("refused by weights_only: it references code" if "global" in msg
+                else "corrupt or not a tensor list")
         raise NeuronSetFormatError(f"{path}: cannot load as a torch neuron list ({kind})") from None
     except (KeyboardInterrupt, MemoryError):
         raise

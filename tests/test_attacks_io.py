@@ -61,6 +61,7 @@ def attack(cat, *args, env, needle, code=2, cwd=None) -> str:
     before = tree_hashes(cat.root)
     r = run_cli(*args, env=env, cwd=cwd)
     line = assert_one_line_error(r, code=code, needle=needle)
+    assert len(line) < 500, line  # a hostile name is shortened, not echoed in full
     assert tree_hashes(cat.root) == before
     return line
 
@@ -271,8 +272,10 @@ def test_pickle_with_code_is_refused_and_not_run(cat, env, tmp_path, torch):
             return (exec, (f"open({str(marker)!r}, 'w').write('x')",))
 
     path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps([[Evil()]]))
-    import_attack(cat, env, path, "is", "refused by weights_only")
+    path.write_bytes(pickle.dumps([[Evil()]], protocol=2))  # GLOBAL builtins.exec
+    import_attack(cat, env, path, "is", "refused by weights_only: it references code")
+    path.write_bytes(pickle.dumps([[Evil()]], protocol=4))  # STACK_GLOBAL: refused as well
+    import_attack(cat, env, path, "is", "cannot load as a torch neuron list")
     assert not marker.exists()
 
 
@@ -294,12 +297,13 @@ def test_text_file_named_pt_is_refused(cat, env, tmp_path):
     (sets_doc({"mlt_Latn": layers(1)}, d_ffn=4096), "says d_ffn = 4096, gemma-3-270m has 2048"),
     (sets_doc({"mlt_Latn": layers(1)}, d_ffn="2048"), "says d_ffn = '2048'"),
     (sets_doc({"mlt_Latn": layers(1)}, model="llama-3.1-8b"), "not gemma-3-270m"),
+    (sets_doc({"mlt_Latn": layers(1)}, model="x" * 5000), "not in the registry"),
     (sets_doc({"mlt_Latn": layers(1, n=17)}), "17 layers"),
     (sets_doc({"fra_Latn": layers(1)}), "not in reference set paper-12"),
     (sets_doc({"klingon": layers(1)}), "unknown language 'klingon'"),
     (sets_doc({"mt": layers(1), "mlt_Latn": layers(2)}), "mlt_Latn more than once"),
 ], ids=["array", "no-layers", "string-layers", "bool", "float", "str", "nested", "huge",
-        "d_ffn", "d_ffn-str", "other-model", "layers", "refset", "language", "dup-lang"])
+        "d_ffn", "d_ffn-str", "other-model", "unknown-model", "layers", "refset", "language", "dup-lang"])
 def test_json_that_lies_is_refused(cat, env, tmp_path, doc, needle):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(doc))
