@@ -175,7 +175,8 @@ def test_weight_change_matches_numpy(tmp_path):
     import torch
 
     from _tiny_models import tiny_model
-    from lape_hub.plots.weight_change import COMPONENTS, plot_weight_change, weight_change
+    from lape_hub.plots.weight_change import (COMPONENTS, WeightChange, plot_weight_change,
+                                              weight_change)
 
     base = tiny_model("llama")
     tuned = copy.deepcopy(base)
@@ -200,6 +201,7 @@ def test_weight_change_matches_numpy(tmp_path):
     assert list(wc.late_layers()) == [2] and wc.late_ratio() == pytest.approx(0.1 / 0.015, rel=1e-3)
     again = weight_change(base, tuned, label="test", progress=False)
     assert again.to_arrow().equals(wc.to_arrow())  # same inputs, same numbers
+    assert WeightChange.from_arrow(wc.to_arrow()).to_arrow().equals(wc.to_arrow())
     png, data = plot_weight_change(wc, tmp_path / "w.png")
     assert _png_ok(png) and pq.read_table(data).num_rows == 9
 
@@ -319,3 +321,12 @@ def test_cli_bad_input_is_one_line(catalog, tmp_path):
     r = run_cli("plot", "zeroing", "-o", str(tmp_path / "z.png"), env=env)
     assert r.returncode == 2 and "--result" in r.stderr
     assert not list(tmp_path.glob("l.*")) and not list(tmp_path.glob("z.*"))
+
+
+def test_package_ships_py_typed():
+    from lape_hub.toml import load_toml
+
+    assert (REPO / "lape_hub" / "py.typed").is_file()
+    conf = load_toml(REPO / "pyproject.toml")
+    assert "py.typed" in conf["tool"]["setuptools"]["package-data"]["lape_hub"]
+    assert any(d.startswith("matplotlib") for d in conf["project"]["optional-dependencies"]["plots"])

@@ -86,6 +86,18 @@ class WeightChange:
     def to_pandas(self) -> "pandas.DataFrame":
         return to_pandas(self.to_arrow())
 
+    @classmethod
+    def from_arrow(cls, table: "pa.Table") -> "WeightChange":
+        """Back from :meth:`to_arrow` (e.g. the data beside a picture, to redraw it)."""
+        rows = table.to_pylist()
+        n = 1 + max(r["layer"] for r in rows)
+        stats = {name: np.zeros((n, 3), dtype=np.int64 if name.startswith("n_") else np.float64)
+                 for name in _STATS}
+        for r in rows:
+            for name in _STATS:
+                stats[name][r["layer"], COMPONENTS.index(r["component"])] = r[name]
+        return cls(rows[0]["label"] if rows else "", stats)
+
 
 def ffn_weights(model: "nn.Module") -> dict[tuple[int, str], "torch.Tensor"]:
     """Detached float32 CPU copies of every FFN projection, keyed ``(layer, component)``."""
