@@ -36,8 +36,14 @@ FORMATS = ("parquet", "json", "pt")
 
 
 def _atomic(path: Path, write) -> None:
-    with atomic_path(path) as tmp:
-        write(tmp)
+    """Write through a temp file renamed into place; an OS refusal is one line."""
+    from lape_hub.errors import OutputPathError
+
+    try:
+        with atomic_path(path) as tmp:
+            write(tmp)
+    except OSError as e:
+        raise OutputPathError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from None
 
 
 def neuron_sets_table(sets: Sequence[NeuronSet]) -> pa.Table:

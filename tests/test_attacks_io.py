@@ -150,6 +150,12 @@ def test_unwritable_folder_is_refused(cat, env, tmp_path):
         ro.chmod(0o700)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_write_refused_by_the_os_is_one_line(cat, env):
+    """The checks pass (even as root) but the kernel refuses the write itself."""
+    attack(cat, *FETCH, "-o", "/proc/lape-hub-x.json", env=env, needle="cannot write")
+
+
 def test_good_output_is_written_atomically(cat, env, tmp_path):
     """The control case: the same command with a good path works and leaves no temp file."""
     before = tree_hashes(cat.root)
