@@ -51,7 +51,7 @@ from lape_hub.config import (hub_api, hub_error, hub_token, http_status, is_offl
                              is_transient, load_settings, resolve_hub_repo, validate_repo_id,
                              with_retries)
 from lape_hub.digest import artifact_sha256
-from lape_hub.errors import HubError, LapeHubError, NotInCatalogError
+from lape_hub.errors import HubError, LapeHubError, NotInCatalogError, SchemaError
 from lape_hub.hub_files import (LocalFile, RemoteFile, check_commit_sha, collect_files,
                                 download_remote_file, list_repo_files, redacting)
 
@@ -468,8 +468,17 @@ def plan_catalog(api: "HfApi", catalog: "Catalog", repo_id: str, remote: RemoteS
                 if local is not None and remote.head is not None:
                     rp = download_remote_file(api, repo_id, "dataset", path, remote.head,
                                               scratch, token=token, expected=r)
-                    table_schema(table).check_file(rp)
-                    remote_langs = file_langs(rp, table)
+                    try:
+                        table_schema(table).check_file(rp)
+                        remote_langs = file_langs(rp, table)
+                    except SchemaError as e:
+                        if not force:
+                            raise SchemaError(
+                                f"dataset repo {repo_id}@{remote.head[:12]}: the remote copy "
+                                f"of {path} is damaged or foreign "
+                                f"({str(e).replace(str(rp), 'it')}); publish with --force to "
+                                "replace it with the local copy") from None
+                        remote_langs = None
             adds = None
             if local is not None and remote_langs is not None:
                 dropped = remote_langs - local

@@ -487,6 +487,13 @@ def test_damaged_remote_parquet(hub, tmp_path, damage):
     assert ("corrupt Parquet file" if damage == "truncated" else "does not match schema") in line
     r = cli("sql", "--remote", "--hub-repo", REPO, "SELECT count(*) FROM neurons")
     assert_one_line_error(r, needle="data.parquet")
+    # publishing over the damaged remote copy: named, refused without --force
+    head = hub.repo(REPO).head
+    args = ["publish", "catalog", "--catalog", str(local.root), "--hub-repo", REPO]
+    line = assert_one_line_error(cli(*args), needle="damaged or foreign")
+    assert NEURONS in line and "--force" in line and hub.repo(REPO).head == head
+    assert cli(*args, "--force").returncode == 0
+    assert hub.files(REPO)[NEURONS] == good
 
 
 # -- damaged or foreign files, local, through every command that reads them -------------------------
