@@ -279,19 +279,28 @@ def _for_format(rel: duckdb.DuckDBPyRelation, fmt: str) -> duckdb.DuckDBPyRelati
     """``rel`` with its columns in forms ``fmt`` can hold (json: one column of JSON rows)."""
     if fmt == "json":
         return rel.set_alias("__lape_row").project('to_json(__lape_row)::VARCHAR AS "json"')
-    exprs, changed = [], False
-    for name, typ in zip(rel.columns, rel.types):
-        col, kind = _ident(name), typ.id
+    names = list(rel.columns)
+    if fmt == "parquet":  # Parquet readers choke on repeated names: a, a_1 (as in json)
+        taken = set(names)
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                k = 1
+                while f"{name}_{k}" in taken:
+                    k += 1
+                names[i] = f"{name}_{k}"
+                taken.add(names[i])
+    exprs, changed = [], names != list(rel.columns)
+    for i, (name, typ) in enumerate(zip(names, rel.types), start=1):
+        col, kind = f"#{i}", typ.id  # by position: names may repeat (SELECT a.lang, b.lang)
         if fmt == "csv" and kind not in _CSV_NATIVE:
-            conv = "to_json" if kind in _NESTED else "CAST"
+            expr = f"to_json({col})::VARCHAR" if kind in _NESTED else f"CAST({col} AS VARCHAR)"
+            changed = True
         elif fmt == "parquet" and kind in _PARQUET_TEXT:
-            conv = "CAST"
+            expr = f"CAST({col} AS VARCHAR)"
+            changed = True
         else:
-            exprs.append(col)
-            continue
-        changed = True
-        exprs.append(f"to_json({col})::VARCHAR AS {col}" if conv == "to_json"
-                     else f"CAST({col} AS VARCHAR) AS {col}")
+            expr = col
+        exprs.append(f"{expr} AS {_ident(name)}")
     return rel.project(", ".join(exprs)) if changed else rel
 
 

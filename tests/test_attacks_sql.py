@@ -326,6 +326,20 @@ def test_every_type_prints_in_every_format(world, tmp_path):
     assert pq.read_table(out).num_columns == n_cols - 1
 
 
+def test_repeated_column_names_keep_their_values(world, tmp_path):
+    """Columns are converted by position: `SELECT [1] AS a, [2] AS a` must not print [1]
+    twice (a conversion by name would)."""
+    runner = CliRunner()
+    q = "SELECT [1] AS a, [2] AS a, INTERVAL 3 DAY AS a, 4 AS a_1"
+    r = runner.invoke(_cli(), ["sql", q, "--format", "csv"], env=world["env"])
+    assert r.exit_code == 0, r.output
+    assert list(csv.reader(io.StringIO(r.output)))[1] == ["[1]", "[2]", "3 days", "4"]
+    r = runner.invoke(_cli(), ["sql", q, "-o", str(tmp_path / "d.parquet")], env=world["env"])
+    assert r.exit_code == 0, r.output
+    assert pq.ParquetFile(tmp_path / "d.parquet").read().to_pylist() == \
+        [{"a": [1], "a_2": [2], "a_3": "3 days", "a_1": 4}]
+
+
 def test_unholdable_column_is_a_clear_refusal(world, tmp_path):
     out = tmp_path / "e.parquet"
     unchanged(world, "sql", "SELECT {} AS empty_struct", "-o", str(out), needle="parquet")
