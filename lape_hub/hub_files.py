@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalFile", "RemoteFile", "UnsafeFolderError", "collect_files", "open_regular",
            "check_repo_path", "check_commit_sha", "download_cap_bytes", "download_remote_file",
-           "list_repo_files", "show_name", "redacting", "DEFAULT_MAX_DOWNLOAD_MB", "ENV_MAX_DOWNLOAD"]
+           "list_repo_files", "show_name", "redacting", "DEFAULT_MAX_DOWNLOAD_MB",
+           "ENV_MAX_DOWNLOAD"]
 
 DEFAULT_MAX_DOWNLOAD_MB = 2048          # one catalog file; the largest today is 14 MB
 ENV_MAX_DOWNLOAD = "LAPE_HUB_MAX_DOWNLOAD_MB"

@@ -496,7 +496,7 @@ def test_damaged_remote_parquet(hub, tmp_path, damage):
     assert hub.files(REPO)[NEURONS] == good
 
 
-# -- damaged or foreign files, local, through every command that reads them -------------------------
+# -- damaged or foreign files, local, through every command that reads them ----------------------
 def _damage(root: Path, how: str) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
