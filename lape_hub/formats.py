@@ -93,7 +93,15 @@ def write_neuron_sets(sets: Sequence[NeuronSet], path: str | os.PathLike,
     elif fmt == "pt":
         torch = require("torch", "build", purpose="writing torch (.pt) neuron-set files")
         obj = [[torch.as_tensor(a, dtype=torch.long) for a in s.layers] for s in sets]
-        _atomic(path, lambda p: torch.save(obj, p))
+
+        def save(p: Path) -> None:
+            with open(p, "wb") as f:  # an unwritable path is an OSError here, not torch's
+                try:
+                    torch.save(obj, f)
+                except RuntimeError as e:  # torch's writer reports I/O failures this way
+                    raise OSError(str(e).splitlines()[-1]) from None
+
+        _atomic(path, save)
     else:
         raise NeuronSetFormatError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
 

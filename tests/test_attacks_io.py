@@ -154,6 +154,14 @@ def test_unwritable_folder_is_refused(cat, env, tmp_path):
 def test_write_refused_by_the_os_is_one_line(cat, env):
     """The checks pass (even as root) but the kernel refuses the write itself."""
     attack(cat, *FETCH, "-o", "/proc/lape-hub-x.json", env=env, needle="cannot write")
+    if "torch" in sys.modules or _has_torch():
+        attack(cat, *FETCH, "-o", "/proc/lape-hub-x.pt", env=env, needle="cannot write")
+
+
+def _has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def test_good_output_is_written_atomically(cat, env, tmp_path):
