@@ -26,8 +26,9 @@ def schemas_dir() -> Path:
 
 
 def default_catalog_dir() -> Path:
-    """The catalog used when none is named: $LAPE_HUB_CATALOG, else the embedded catalog/."""
-    return Path(os.environ.get("LAPE_HUB_CATALOG", ROOT / "catalog"))
+    """The catalog used when none is named: $LAPE_HUB_CATALOG, else the embedded catalog/
+    (an empty variable counts as unset, as click reads it, not as the current folder)."""
+    return Path(os.environ.get("LAPE_HUB_CATALOG") or ROOT / "catalog")
 
 
 def cache_dir() -> Path:
