@@ -508,8 +508,14 @@ def import_neuron_sets(catalog, path: str | os.PathLike, *, model: str, langs: S
     from lape_hub.schemas import table_schema
     from lape_hub.signature import signature as make_signature
 
+    import re
+
     spec = resolve_model(model)
     refset = resolve_refset(refset).name
+    if not isinstance(selection, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}",
+                                                          selection):
+        raise NeuronSetFormatError(f"selection {_short(selection)} is not a selection key "
+                                   "(letters, digits, '.', '_', '-'; e.g. top0.05-f0.95-b0.95)")
     sets = read_neuron_sets(path, fmt, model=spec.alias, langs=langs, refset=refset)
     key = {"model": spec.alias, "refset": refset, "selection": selection}
     entry = f"{spec.alias} · {refset} · {selection}"

@@ -368,6 +368,14 @@ def test_langs_named_twice_are_refused(cat, env, tmp_path):
     import_attack(cat, env, path, "mt mlt_Latn", "names mlt_Latn more than once")
 
 
+@pytest.mark.parametrize("selection", ["../../escape", "x" * 300, "a/b", ".hidden"])
+def test_selection_that_is_not_a_key_is_refused(cat, env, tmp_path, selection):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps(sets_doc({"mlt_Latn": layers(1)})))
+    attack(cat, "import", str(path), *IMPORT, "--langs", "mt", "--selection", selection,
+           env=env, needle="not a selection key")
+
+
 def test_folder_as_import_file_is_refused(cat, env, tmp_path):
     import_attack(cat, env, tmp_path, "mt", "is a folder")
 
