@@ -147,11 +147,12 @@ def check_output_file(path: str | os.PathLike, *, formats: Mapping[str, str] | I
     Raises:
         OutputPathError: see the module docstring.
     """
+    given = os.fspath(path)
     path = Path(path).expanduser()
     if str(path) in ("", "."):
         raise OutputPathError("empty output path")
     resolved = _resolve(path)
-    if resolved.is_dir() or str(path).endswith(os.sep):
+    if resolved.is_dir() or given.endswith(("/", os.sep)):
         raise OutputPathError(f"{path} is a folder; give a file name")
     _check_not_protected(path, resolved, catalog_root, contains=False)
     if os.path.lexists(resolved):
