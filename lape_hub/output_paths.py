@@ -152,8 +152,10 @@ def check_output_file(path: str | os.PathLike, *, formats: Mapping[str, str] | I
     if str(path) in ("", "."):
         raise OutputPathError("empty output path")
     resolved = _resolve(path)
-    if resolved.is_dir() or given.endswith(("/", os.sep)):
+    if resolved.is_dir():
         raise OutputPathError(f"{path} is a folder; give a file name")
+    if given.endswith(("/", os.sep)):
+        raise OutputPathError(f"{given} names a folder (trailing '/'); give a file name")
     _check_not_protected(path, resolved, catalog_root, contains=False)
     if os.path.lexists(resolved):
         mode = os.stat(resolved).st_mode if resolved.exists() else 0
