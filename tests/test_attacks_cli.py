@@ -264,6 +264,26 @@ def test_wrong_script_is_one_line(cat, env, tmp_path):
     assert tree_hashes(cat) == before and not (tmp_path / "x.json").exists()
 
 
+def test_wrong_script_in_an_import_changes_nothing(cat, env, tmp_path):
+    out = tmp_path / "sets.json"
+    assert run_cli("export", "--model", MODEL, "--refset", "paper-12", "-o", str(out),
+                   env=env).returncode == 0
+    before = tree_hashes(cat)
+    r = run_cli("import", str(out), "--model", MODEL, "--langs", "mt_MT,sr-Latn",
+                "--refset", "paper-12", env=env)
+    assert_one_line_error(r, needle="sr-Latn")
+    assert tree_hashes(cat) == before
+
+
+def test_empty_catalog_variable_means_the_embedded_catalog(tmp_path):
+    """LAPE_HUB_CATALOG= (set but empty) is unset, not the current folder."""
+    from lape_hub.paths import ROOT
+
+    r = run_cli("list", env={"LAPE_HUB_CATALOG": ""}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"catalog: {ROOT / 'catalog'}" in r.stdout
+
+
 def test_unknown_option_is_one_line(env):
     r = run_cli("build", "--max-tokenz", "5", env=env)
     assert_one_line_error(r, needle="--max-tokens")
