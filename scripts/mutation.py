@@ -38,7 +38,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "ffn": ["tests/test_ffn.py"],
     "query": ["tests/test_cli_read.py", "tests/test_attacks_sql.py"],
     "catalog": ["tests/test_catalog.py", "tests/test_builder_catalog.py"],
-    "atomic": ["tests/test_catalog.py", "tests/test_atomic.py"],
+    "atomic": ["tests/test_atomic.py"],
     "schemas": ["tests/test_catalog.py"],
     "sparse_adapter": ["tests/test_sparse_adapter.py"],
     "finetune": ["tests/test_finetune.py"],

@@ -117,3 +117,97 @@ def test_params_validation_and_key():
         SelectionParams(top_rate=0.0)
     with pytest.raises(ValueError):
         select_lape(np.zeros((1, 2, 1), int), np.array([3]))
+
+
+def test_ties_at_the_cut_lower_flat_index_wins():
+    """Hundreds of neurons share one entropy and the cut falls inside them: the documented
+    rule keeps the lowest flat indices (layer-major), whatever an unstable sort would pick."""
+    L, N = 2, 500
+    rng = np.random.default_rng(3)
+    low = rng.random((L, N)) < 0.6                # p = (.9, .1): the lower entropy, tied
+    over_zero = np.where(low[..., None], [90, 10], [70, 30]).astype(np.int64)
+    over_zero[1, 7] = [0, 0]                      # never fires: filtered (entropy +inf)
+    r = select_lape(over_zero, np.array([100, 100]), top_rate=0.3, filter_rate=0.4,
+                    bar_rate=0.4)
+    n_keep = round(L * N * 0.3)
+    low_flat = np.flatnonzero(low.reshape(-1))
+    assert len(low_flat) > n_keep                 # the cut is inside the tie
+    want = [[i // N, i % N] for i in low_flat[:n_keep]]
+    assert r.kept.tolist() == want
+    assert r.neurons(0) == [tuple(x) for x in want] and r.neurons(1) == []
+
+
+def test_selected_mask_leaves_out_filtered_neurons_even_when_kept():
+    """When fewer neurons survive the filter than top_rate keeps, the +inf ones fill the
+    kept list (as in the reference's topk) but are not ``selected`` and join no set."""
+    over_zero = np.array([[[95, 0], [0, 90], [3, 3], [2, 2], [1, 1], [0, 0]]])
+    r = select_lape(over_zero, np.array([100, 100]), top_rate=0.5, filter_rate=0.75,
+                    bar_rate=0.75)
+    assert len(r.kept) == 3
+    assert r.selected.dtype == bool
+    assert r.selected.tolist() == [[True, True, False, False, False, False]]
+    assert np.isinf(r.entropy[0, 2:]).all()
+    assert r.neurons(0) == [(0, 0)] and r.neurons(1) == [(0, 1)]
+
+
+def test_dtypes_follow_the_reference():
+    over_zero = np.array([[[90, 1], [50, 50], [1, 80], [0, 0]]], dtype=np.int64)
+    r = select_lape(over_zero, np.array([100, 100]), top_rate=0.5, filter_rate=0.75,
+                    bar_rate=0.75)
+    assert r.probs.dtype == np.float32 and r.entropy.dtype == np.float32
+    assert r.kept.dtype == np.int64 and r.member.dtype == bool
+    # float32 division, not float64: 1/3 rounds differently
+    p = select_lape(np.array([[[1, 2], [2, 1]]]), np.array([3, 3]), top_rate=0.5).probs
+    assert p[0, 0, 0] == np.float32(1) / np.float32(3)
+    assert lape_entropy(np.array([[[1 / 3, 2 / 3]]])).dtype == np.float32
+
+
+def test_params_are_recorded():
+    r = select_lape(np.array([[[90, 1], [1, 80]]]), np.array([100, 100]), top_rate=0.5,
+                    filter_rate=0.6, bar_rate=0.7)
+    assert r.params == SelectionParams(0.5, 0.6, 0.7)
+
+
+def test_entropy_needs_no_warnings_for_zero_rows():
+    p = np.array([[[0.0, 0.0], [0.0, 0.3], [0.2, 0.2]]], dtype=np.float32)
+    with np.errstate(all="raise"):
+        e = lape_entropy(p)
+    assert e[0].tolist() == pytest.approx([0.0, 0.0, math.log(2)])
+
+
+def test_n_tokens_must_be_positive():
+    with pytest.raises(ValueError, match="^every language needs n_tokens > 0$"):
+        select_lape(np.zeros((1, 2, 2), int), np.array([0, 5]))
+    r = select_lape(np.array([[[1, 0], [0, 1]]]), np.array([1, 1]), top_rate=0.5)  # 1 is fine
+    assert r.probs.max() == 1.0
+
+
+def test_shape_errors_name_the_problem():
+    with pytest.raises(ValueError, match=r"^over_zero must be \[layers, neurons, langs\]$"):
+        select_lape(np.zeros((2, 2), int), np.array([3, 3]))
+    with pytest.raises(ValueError, match="^LAPE needs at least two languages$"):
+        select_lape(np.zeros((1, 2, 1), int), np.array([3]))
+
+
+def test_kth_value_floor_is_the_smallest():
+    x = np.array([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert kth_value(x, 0.01) == 1.0   # round(0.05) = 0 -> clamped to k = 1
+    assert kth_value(x, 1.0) == 5.0
+
+
+@pytest.mark.parametrize("key,params", [
+    ("top1-f0.5-b1", SelectionParams(1.0, 0.5, 1.0)),
+    ("top0.05-f1-b0.5", SelectionParams(0.05, 1.0, 0.5)),
+    ("top0.2-f0.9-b1", SelectionParams(0.2, 0.9, 1.0)),
+])
+def test_selection_key_parses_every_field(key, params):
+    assert SelectionParams.from_key(key) == params and params.key == key
+
+
+def test_rates_are_in_zero_one():
+    assert SelectionParams(1.0, 1.0, 1.0).key == "top1-f1-b1"
+    for bad in (0.0, -0.1, 1.5, 2.0):
+        with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+            SelectionParams(bar_rate=bad)
+    with pytest.raises(ValueError, match="not a selection key: 'top-x'"):
+        SelectionParams.from_key("top-x")
