@@ -12,6 +12,13 @@ The catalog's Hub repo is, in order: ``--hub-repo ORG/NAME``, ``$LAPE_HUB_REPO``
     max_download_mb = 2048               # cap on one file read from the Hub (or
                                          # $LAPE_HUB_MAX_DOWNLOAD_MB)
 
+The same file's ``[sql]`` table holds the limits of ``lape-hub sql`` (:class:`SqlLimits`,
+:func:`load_sql_limits`)::
+
+    [sql]
+    timeout = 60                         # seconds (--timeout)
+    memory_limit = "50%"                 # DuckDB's memory_limit (--memory-limit)
+
 The token comes from ``HF_TOKEN`` or the huggingface_hub login (``hf auth login``); it is
 handed to huggingface_hub and never printed, logged or written anywhere by lape-hub.
 
