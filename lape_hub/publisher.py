@@ -430,6 +430,21 @@ def _description(changes: Sequence[Change], limit: int = 200) -> str:
     return "\n".join(lines + ["", f"Published with lape-hub {__version__}."])
 
 
+def _check_parquet_data(path: Path) -> None:
+    """Read every row group of a Parquet file (decompressing every page): a file whose
+    footer is fine but whose data is damaged is named before it is published."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        for i in range(pf.num_row_groups):
+            pf.read_row_group(i)
+    except (pa.ArrowException, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SchemaError(f"corrupt Parquet file {path}: {first}") from None
+
+
 def _check_remote_schema(api: "HfApi", repo_id: str, remote: RemoteState, scratch: Path,
                          token: str | None) -> None:
     if MANIFEST not in remote.files or remote.head is None:
@@ -502,6 +517,9 @@ def plan_catalog(api: "HfApi", catalog: "Catalog", repo_id: str, remote: RemoteS
     changes = _diff(files, remote, managed=_catalog_managed, prune=prune)
     changes = [Change(c.path, "skipped", c.size, skipped[c.path]) if c.path in skipped else c
                for c in changes]
+    for c in changes:      # what will be uploaded must read whole, not just its footer
+        if c.status in ("added", "changed") and _table_of(c.path):
+            _check_parquet_data(catalog.root / c.path)
     if missing_only and not any(c.status in PENDING and c.path != "README.md" for c in changes):
         # nothing missing: do not publish a card that only re-describes the same data
         changes = [replace(c, status="skipped", note="nothing missing") if c.path == "README.md"

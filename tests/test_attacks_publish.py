@@ -509,6 +509,10 @@ def _damage(root: Path, how: str) -> str:
     p = root / rel
     if how.startswith("truncated"):
         p.write_bytes(p.read_bytes()[:-100])
+    elif how.startswith("corrupt pages"):           # the footer intact, the first pages not
+        data = bytearray(p.read_bytes())
+        data[8:400] = bytes(b ^ 0x5A for b in data[8:400])
+        p.write_bytes(bytes(data))
     else:
         pq.write_table(pa.table({"model": ["gemma-3-270m"], "lang": ["npi_Deva"], "x": [1]}), p)
     return rel
@@ -529,7 +533,8 @@ DAMAGES = {"truncated neurons": list(READERS), "foreign neurons": list(READERS),
            "truncated counts": ["list", "sql", "publish"],
            "foreign counts": ["list", "sql", "publish"],
            "manifest version 1.5": list(READERS), "manifest not JSON": list(READERS),
-           "manifest version \"1\"": ["list", "fetch"]}
+           "manifest version \"1\"": ["list", "fetch"],
+           "corrupt pages neurons": ["fetch", "publish"]}
 
 
 @pytest.mark.parametrize("how,command", [(h, c) for h, cs in DAMAGES.items() for c in cs])
