@@ -75,11 +75,12 @@ def resolve_dtype_name(choice: str | None, device: str = "cpu") -> str:
     return name
 
 
-def apply_threads(threads: int | None) -> int:
-    """Set torch's intra-op CPU threads (``None``: leave torch's default); return the count.
+def apply_threads(threads: int | None, *, device: str = "cpu", dtype: str = "float32") -> int:
+    """Set torch's intra-op CPU threads; return the count.
 
-    On a machine shared with other jobs fewer threads than cores can be faster (no
-    oversubscription), which is why the heavy commands take ``--threads``.
+    ``None`` on a CPU device: the count that ran an FFN-shaped product fastest here, measured
+    once and cached (:func:`lape_hub.activation_counts.fastest_threads`; on a machine shared
+    with other jobs fewer threads than cores often win). ``None`` elsewhere: torch's default.
     """
     import torch
 
@@ -87,6 +88,10 @@ def apply_threads(threads: int | None) -> int:
         if threads < 1:
             raise LapeHubError("--threads must be >= 1")
         torch.set_num_threads(threads)
+    elif str(device).split(":", 1)[0] == "cpu":
+        from lape_hub.activation_counts import fastest_threads
+
+        torch.set_num_threads(fastest_threads(dtype=dtype))
     return torch.get_num_threads()
 
 

@@ -63,7 +63,7 @@ _METHODS = ["lape-sparse", "random", "lora", "ia3", "ffn", "full"]
                    "auto = bfloat16 on CUDA and on CPUs with bf16 instructions (avx512_bf16/amx), else float32.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads (default: torch's; on a busy machine 1 can be much faster than oversubscribing).")
+              help="torch CPU threads (default: the fastest count on this machine, measured once and cached).")
 @click.option("-o", "--out", "out_dir", default=None,
               help="Run folder (default: runs/finetune/MODEL/LANG/METHOD-RUNID; rerunning resumes it); "
                    "created with missing parents; never inside the catalog or the cache.")
@@ -89,12 +89,12 @@ def finetune(model, lang, corpus, method, refset, components, train_tokens, val_
         from lape_hub.output_paths import check_output_dir
 
         out_dir = check_output_dir(out_dir, create=True, catalog_root=catalog_dir)
-    from lape_hub.device import apply_threads
+    from lape_hub.device import apply_threads, resolve_dtype_name
     from lape_hub.finetune import FinetuneConfig
     from lape_hub.finetune import finetune as run
     from lape_hub.languages import resolve_language
 
-    apply_threads(threads)
+    apply_threads(threads, device=device, dtype=resolve_dtype_name(dtype, device))
     cfg = FinetuneConfig(
         model=model, lang=resolve_language(lang).code, corpus=corpus, method=method, refset=refset,
         components=components, train_split=train_split, val_split=val_split, train_tokens=train_tokens,
