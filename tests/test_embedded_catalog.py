@@ -3,12 +3,14 @@ selection gives on the stored activation counts, and plan finds nothing missing 
 import numpy as np
 import pytest
 
-from lape_hub.builder import model_revision, plan, read_counts
+from lape_hub.builder import corpus_id, model_revision, parse_corpus_id, plan, read_counts
 from lape_hub.catalog import Catalog
 from lape_hub.lape import select_lape
 from lape_hub.registry import resolve_model, resolve_refset
 
-CORPUS = "sib200:train@16384"
+# The shipped counts' identity: SIB-200 train, 16,384 tokens, float32, every BOS counted
+# (scripts/build_gemma_catalog.sh). Their id predates the dtype/BOS tags and reads as this.
+CORPUS = corpus_id("sib200", "train", 16384, dtype="float32", bos="count")
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,26 @@ def test_gemma_sets_are_lape_of_the_stored_counts(embedded, refset):
         assert got == expected.neurons(k), lang
         assert ns.n_neurons > 0
     assert plan(embedded, spec.alias, refset, corpus=CORPUS).up_to_date
+    ids = {e.key["corpus"] for e in embedded.entries("activation_counts", model=spec.alias)}
+    assert ids == {CORPUS} == {"sib200:train@16384"}
+    key = parse_corpus_id(CORPUS)
+    assert (key.dtype, key.bos, key.max_tokens) == ("float32", "count", 16384)
+
+
+def test_plan_cli_finds_the_shipped_sets_current_with_their_identity():
+    from click.testing import CliRunner
+
+    from lape_hub.cli import cli
+
+    args = ["plan", "--model", "gemma-3-270m", "--refset", "paper-12", "--corpus", "sib200",
+            "--max-tokens", "16384"]
+    r = CliRunner().invoke(cli, [*args, "--dtype", "float32", "--bos", "count"])
+    assert r.exit_code == 0 and "nothing to build" in r.output, r.output
+    # asked for bfloat16 counts, plan points at the stored float32 ones and the fix
+    r = CliRunner().invoke(cli, [*args, "--dtype", "bfloat16"])
+    assert "missing activation counts: 12 of 12" in r.output
+    assert ("lape-hub plan --model gemma-3-270m --refset paper-12 --corpus sib200 --split train "
+            "--max-tokens 16384 --dtype float32 --bos count") in r.output, r.output
 
 
 def test_flores_sets_are_fewer_than_paper_sets(embedded):
