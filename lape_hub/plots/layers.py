@@ -167,4 +167,5 @@ def plot_layers(data: LayerCounts, png: str | os.PathLike, *, value: str = "auto
     cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.2)
     cb.set_label("share of the language's set" if value == "share" else "neurons")
     ax.set_title(f"{title}: neurons per layer, {n} languages by family", fontsize=10)
-    return save_picture(fig, png, data.to_arrow(), data_format=data_format)
+    return save_picture(fig, png, data.to_arrow(), data_format=data_format,
+                        dpi=150 if n > 60 else 110)  # small labels stay legible
