@@ -502,12 +502,17 @@ def build_hint(cat: Catalog, model: str, lang: str, refset: str | None = None) -
     revision = model_revision(spec)
     corpora = stored_corpora(cat, spec.alias, revision=revision)
     sets = {r.name: r for r in refsets().values() if code in r.langs}
+    note = ""
     if refset is not None:
         try:
-            sets = {resolve_refset(refset).name: resolve_refset(refset)}
+            asked = resolve_refset(refset)
         except Exception:  # a custom set: the catalog's own, not the registry's
             return (f"lape-hub build --model {spec.alias} --refset {refset} --lang {code} "
                     f"--corpus PATH")
+        if code in asked.langs:
+            sets = {asked.name: asked}
+        else:
+            note = f"({code} is not in {asked.name}) "
 
     def held(r) -> int:
         return max((len(set(r.langs) & got) for got in corpora.values()), default=0)
@@ -523,6 +528,10 @@ def build_hint(cat: Catalog, model: str, lang: str, refset: str | None = None) -
     if not ranked:
         return f"lape-hub build --model {spec.alias} --refset flores-200 --corpus PATH"
     ref = ranked[0]
+    return note + _hint_for(cat, spec, revision, ref, corpora)
+
+
+def _hint_for(cat: Catalog, spec: ModelSpec, revision: str, ref, corpora: dict) -> str:
     best = max(corpora.items(), key=lambda kv: (len(set(ref.langs) & kv[1]), kv[0]),
                default=None)
     key = parse_corpus_id(best[0]) if best and set(ref.langs) & best[1] else None

@@ -210,6 +210,12 @@ def test_partial_build_hints_name_the_refset_and_only_what_is_missing(tiny_regis
     assert r.exit_code != 0 and ("lape-hub build --model tiny-llama --refset tiny-12 --corpus corpus "
                                  "--split train --max-tokens 1200 --dtype float32 --bos count") in msg, msg
     assert "--lang" not in msg
+    r = cli("fetch", "--model", "tiny-llama", "--lang", "mk", "--refset", "tiny-3")
+    msg = str(r.exception or "") + r.output
+    assert r.exit_code != 0 and "--refset tiny-3 --corpus corpus" in msg and "is not in" not in msg, msg
+    r = cli("fetch", "--model", "tiny-llama", "--lang", "en", "--refset", "tiny-3")
+    msg = str(r.exception or "") + r.output
+    assert r.exit_code != 0 and "(eng_Latn is not in tiny-3) lape-hub build" in msg, msg
 
 
 def test_short_corpus_is_counted_whole_with_a_warning(tiny_registry):
