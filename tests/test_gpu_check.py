@@ -50,6 +50,7 @@ def test_peak_and_flops_arithmetic():
     assert mod.jaccard({1, 2, 3}, {2, 3, 4}) == 0.5
 
 
+@pytest.mark.slow
 def test_every_code_path_runs_on_cpu_with_a_tiny_model(tmp_path):
     base = save_tiny("llama", tmp_path / "tiny")
     rng = random.Random(0)
