@@ -298,21 +298,82 @@ class Evaluation:
     """One evaluation result of an adapter (from the catalog or ``eval_results.json``)."""
 
     task: str           # e.g. "text-generation"
-    dataset: str        # e.g. "flores200"
+    dataset: str        # e.g. "flores200", or a Hub dataset id ("openlanguagedata/flores_plus")
     metric: str         # e.g. "perplexity", "loss", "chrf"
     value: float
     split: str | None = None
     config: str | None = None
     name: str | None = None
     signature: str = ""
+    dataset_name: str | None = None   # a readable name (default: ``dataset``)
 
     def to_eval_result(self) -> "EvalResult":
         from huggingface_hub import EvalResult
 
         return EvalResult(task_type=self.task, dataset_type=self.dataset,
-                          dataset_name=self.dataset, dataset_split=self.split,
+                          dataset_name=self.dataset_name or self.dataset, dataset_split=self.split,
                           dataset_config=self.config, metric_type=self.metric,
                           metric_name=self.name, metric_value=self.value)
+
+
+# -- evaluation results (the ``evals`` table) ----------------------------------------------
+#: evals task -> (the Hub's task type, readable dataset name)
+EVAL_TASK_TYPES = {"translation": ("translation", "FLORES+"),
+                   "topic": ("text-classification", "SIB-200"),
+                   "belebele": ("multiple-choice", "Belebele"),
+                   "perplexity": ("text-generation", "FLORES+"),
+                   "general": ("multiple-choice", None)}
+#: our split names -> each Hub dataset's own split names
+HUB_SPLITS = {"openlanguagedata/flores_plus": {"dev": "dev", "test": "devtest"},
+              "Davlan/sib200": {"train": "train", "dev": "validation", "test": "test"}}
+
+
+def evaluations_from_evals(rows: Iterable[Mapping[str, Any]]) -> list[Evaluation]:
+    """``evals`` rows (one system's) as model-index entries: real Hub dataset ids, the
+    datasets' own split names (FLORES+ ``devtest`` for our ``test``, SIB-200 ``validation``
+    for ``dev``), the metric's signature as its config.
+
+    >>> e = evaluations_from_evals([{"task": "translation", "direction": "mlt_Latn->eng_Latn",
+    ...     "metric": "chrf++", "value": 41.5, "split": "test", "dataset":
+    ...     "openlanguagedata/flores_plus", "dataset_config": "mlt_Latn-eng_Latn",
+    ...     "metric_signature": "nrefs:1|nw:2"}])[0]
+    >>> e.dataset, e.split, e.name
+    ('openlanguagedata/flores_plus', 'devtest', 'translation mlt_Latn->eng_Latn chrf++')
+    """
+    out = []
+    for r in sorted(rows, key=lambda r: (r["task"], r["direction"], r["metric"])):
+        task_type, pretty = EVAL_TASK_TYPES.get(r["task"], ("text-generation", None))
+        split = HUB_SPLITS.get(r["dataset"], {}).get(r["split"], r["split"])
+        out.append(Evaluation(task=task_type, dataset=r["dataset"], metric=r["metric"],
+                              value=round(float(r["value"]), 4), split=split,
+                              config=r.get("dataset_config"),
+                              name=f"{r['task']} {r['direction']} {r['metric']}",
+                              signature=r.get("metric_signature") or "",
+                              dataset_name=pretty or r["dataset"]))
+    return out
+
+
+def eval_comparison_table(rows: Iterable[Mapping[str, Any]], run_id: str) -> str:
+    """The paper-style table: one line per (task, direction, metric, split), one column per
+    system of the same model and language: the base model, this adapter, then every other
+    adapter (baselines), each value with its 95 % interval. ``""`` without this adapter's rows.
+    """
+    rows = list(rows)
+    if not any(r["run_id"] == run_id for r in rows):
+        return ""
+    systems: dict[str, str] = {"base": "base model"}
+    systems[run_id] = "this adapter"
+    for r in sorted(rows, key=lambda r: (r["method"], r["run_id"])):
+        systems.setdefault(r["run_id"], f"{r['method']} `{r['run_id'][:8]}`")
+    cells: dict[tuple, dict[str, str]] = {}
+    for r in rows:
+        key = (r["task"], r["direction"], r["metric"], r["split"])
+        ci = (f" [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
+              if r.get("ci_low") is not None and r.get("ci_high") is not None else "")
+        cells.setdefault(key, {})[r["run_id"]] = f"{r['value']:.2f}{ci}"
+    keys = sorted(k for k in cells if run_id in cells[k])
+    header = ["task", "direction", "metric", "split"] + list(systems.values())
+    return _md_table(header, [list(k) + [cells[k].get(s, "—") for s in systems] for k in keys])
 
 
 def adapter_license(info: AdapterInfo) -> str:
@@ -330,7 +391,9 @@ def adapter_license(info: AdapterInfo) -> str:
 
 def adapter_card(info: AdapterInfo, *, neuron_set: "NeuronSet | None" = None,
                  evaluations: Sequence[Evaluation] = (), catalog_repo: str | None = None,
-                 merged: bool = False, license: str | None = None) -> "ModelCard":
+                 merged: bool = False, license: str | None = None,
+                 eval_rows: Sequence[Mapping[str, Any]] = (), run_id: str | None = None
+                 ) -> "ModelCard":
     """The model card (README.md) of an adapter repo.
 
     ``neuron_set`` is the catalog's set for the adapter's model and language (its summary
@@ -348,6 +411,8 @@ def adapter_card(info: AdapterInfo, *, neuron_set: "NeuronSet | None" = None,
     except UnknownNameError:
         pass
     peft = info.method in PEFT_METHODS
+    own = [r for r in eval_rows if run_id is not None and r["run_id"] == run_id]
+    evaluations = list(evaluations) + evaluations_from_evals(own)
     data = ModelCardData(
         base_model=info.base_model,
         language=hub_language_codes([info.lang]),
@@ -419,6 +484,14 @@ def adapter_card(info: AdapterInfo, *, neuron_set: "NeuronSet | None" = None,
                              f"{e.value:.4g}", f"`{e.signature}`" if e.signature else "—")
                             for e in evaluations]),
                  ""]
+    table = eval_comparison_table(eval_rows, run_id) if run_id else ""
+    if table:
+        body += ["## Comparison", "",
+                 f"lape-hub's evaluation of {info.model} on {lang_name}: the base model, this "
+                 "adapter and the other adapters of the same model and language in the catalog "
+                 "(95 % bootstrap intervals in brackets; BLEU/chrF++/accuracy in 0-100). Prompts "
+                 "are written in the style of the paper's Appendix E, not its exact text; "
+                 "see each entry's signature.", "", table, ""]
     body += [
         "## Use",
         "",

@@ -714,9 +714,13 @@ def plan_adapter(info: AdapterInfo, repo_id: str, remote: RemoteState, *,
                                             selection=info.get("selection"))
         except LapeHubError:
             neuron_set = None
+    from lape_hub.evaluation.results import adapter_eval_rows
+
+    run_id, eval_rows = adapter_eval_rows(info.path, info.model, info.lang, catalog)
     card = adapter_card(info, neuron_set=neuron_set,
                         evaluations=load_evaluations(info, catalog), catalog_repo=catalog_repo,
-                        merged=merged is not None, license=license)
+                        merged=merged is not None, license=license, eval_rows=eval_rows,
+                        run_id=run_id)
     files["README.md"] = LocalFile("README.md", str(card).encode())
     changes = _diff(files, remote, managed=lambda p: p != ".gitattributes", prune=prune)
     if missing_only and any(c.status in ("unchanged", "changed") and

@@ -346,3 +346,17 @@ def test_cli_bad_input_is_one_line(model_dir, tmp_path):
     r = run_cli("eval", "compare", "--model", "m", "--lang", "mt", "--b", "x", "--catalog",
                 str(tmp_path))
     assert_one_line_error(r, needle="no results")
+
+
+def test_merged_folder_scores_like_the_applied_adapter(model_dir, tmp_path):
+    from lape_hub.evaluation.evaluator import evaluate, load_system
+    from lape_hub.sparse_adapter import merge_adapter
+
+    adapter = _sparse_adapter(tmp_path, str(model_dir))
+    merged = merge_adapter(adapter, tmp_path / "merged", base=str(model_dir))
+    s = load_system(str(model_dir), merged=merged)
+    assert s.method == "lape-sparse" and s.source == str(merged)
+    ppl_merged = evaluate(s, "mlt_Latn", ["perplexity"], data_dir=DATA, record=False).rows[0]["value"]
+    ppl_applied = evaluate(load_system(str(model_dir), adapter=adapter), "mlt_Latn",
+                           ["perplexity"], data_dir=DATA, record=False).rows[0]["value"]
+    assert ppl_merged == pytest.approx(ppl_applied, rel=1e-4)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import click
 
-from lape_hub.cli._common import catalog_option, open_catalog, print_table, split_langs
+from lape_hub.cli._common import (LANGS_SYNTAX, POSITIVE, catalog_option, langs_callback,
+                                  open_catalog, print_table, split_langs)
 
 _TASKS = "translation, topic, belebele, perplexity, general"
 
@@ -24,8 +25,9 @@ _TASKS = "translation, topic, belebele, perplexity, general"
 @click.option("--lang", default=None, help="Target language (FLORES-200 code or any accepted form).")
 @click.option("--tasks", "tasks", multiple=True, default=None,
               help=f"Comma-separated tasks ({_TASKS}); default: all but general.")
-@click.option("--limit", type=int, default=None, help="First N examples of each task (quick checks).")
-@click.option("--split", type=click.Choice(["dev", "test"]), default="test", show_default=True)
+@click.option("--limit", type=POSITIVE, default=None, help="First N examples of each task (quick checks).")
+@click.option("--split", type=click.Choice(["dev", "test"]), default="test", show_default=True,
+              help="Split evaluated on.")
 @click.option("--direction", type=click.Choice(["both", "to-en", "from-en"]), default="both",
               show_default=True, help="Translation: X->English, English->X or both.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
@@ -33,16 +35,19 @@ _TASKS = "translation, topic, belebele, perplexity, general"
                    "or ../shared/data/sib200).")
 @click.option("--belebele-dir", type=click.Path(file_okay=False), default=None,
               help="Local Belebele files (<dir>/<lang>.jsonl; default: <data>/../belebele, then the Hub).")
-@click.option("--ppl-langs", multiple=True, help="More languages for perplexity (besides LANG and English).")
+@click.option("--ppl-langs", multiple=True, callback=langs_callback,
+              help=f"More languages for perplexity (besides LANG and English); {LANGS_SYNTAX}.")
 @click.option("--general-tasks", multiple=True,
               help="lm-eval tasks for 'general' (default: mmlu,hellaswag,arc_easy,arc_challenge,piqa,winogrande).")
 @click.option("--lm-eval-include", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of extra lm-eval task YAML files.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--max-new-tokens", type=int, default=128, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=16, show_default=True,
+              help="Examples per forward pass.")
+@click.option("--max-new-tokens", type=POSITIVE, default=128, show_default=True,
+              help="Longest generated answer, in tokens.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--dtype", default=None, help="Weights dtype (default: bfloat16 where the device supports it).")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--threads", type=POSITIVE, default=None, help="torch CPU threads.")
 @click.option("--no-record", is_flag=True, help="Do not write the rows to the catalog's evals table.")
 @catalog_option
 @click.pass_context
@@ -108,12 +113,12 @@ def eval_(ctx, model, adapter, merged, lang, tasks, limit, split, direction, dat
 
 @eval_.command()
 @click.option("--model", required=True, help="Registry alias (as stored in the evals table).")
-@click.option("--lang", required=True)
+@click.option("--lang", required=True, help="Target language (FLORES-200 code or any accepted form).")
 @click.option("--a", "run_a", default="base", show_default=True, help="Run id of system A (or base).")
 @click.option("--b", "run_b", required=True, help="Run id of system B.")
 @click.option("--task", default=None, help="Only this task.")
-@click.option("--split", default="test", show_default=True)
-@click.option("--samples", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--split", default="test", show_default=True, help="Split of the stored results.")
+@click.option("--samples", type=POSITIVE, default=1000, show_default=True, help="Bootstrap resamples.")
 @catalog_option
 def compare(model, lang, run_a, run_b, task, split, samples, catalog_dir):
     """Paired bootstrap between two systems' stored results on the same examples.

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from lape_hub.errors import AdapterMismatchError, LapeHubError
-from lape_hub.evaluation.results import BASE, record_evals
+from lape_hub.evaluation.results import BASE, adapter_run_id, record_evals
 from lape_hub.evaluation.tasks import EvalContext, Result, TaskSkipped, default_data_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,31 +115,6 @@ def check_adapter_base(adapter: str | os.PathLike, model: str) -> Any:
     elif not _same_model(cfg, model):
         raise AdapterMismatchError(f"adapter was made for {cfg.model}, not {model}")
     return cfg
-
-
-def adapter_run_id(folder: str | os.PathLike, catalog: "Catalog | None" = None) -> str:
-    """The adapter's run id: from its run folder's ``run.json``, else the catalog's
-    ``adapters`` row with the same files, else the first 12 hex digits of their sha256."""
-    from lape_hub.sparse_adapter import artifact_sha256
-
-    folder = Path(folder)
-    run_json = folder.parent / "run.json"
-    if run_json.is_file():
-        try:
-            rid = json.loads(run_json.read_text()).get("run_id")
-            if rid:
-                return str(rid)
-        except ValueError:
-            pass
-    digest = artifact_sha256(folder)
-    if catalog is not None:
-        try:
-            for row in catalog.read("adapters", columns=["run_id", "artifact_sha256"]).to_pylist():
-                if row["artifact_sha256"] == digest:
-                    return str(row["run_id"])
-        except LapeHubError:
-            pass
-    return digest[:12]
 
 
 def load_system(model: str, *, adapter: str | os.PathLike | None = None,

@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
 TABLE = "evals"
 BASE = "base"
 
-__all__ = ["TABLE", "BASE", "record_evals", "read_evals", "format_rows"]
+__all__ = ["TABLE", "BASE", "record_evals", "read_evals", "format_rows", "adapter_run_id",
+           "adapter_eval_rows"]
 
 
 def _catalog(catalog: "Catalog | str | os.PathLike | None") -> "Catalog":
@@ -88,6 +89,57 @@ def read_evals(catalog: "Catalog | str | os.PathLike | None" = None, *,
                 row["items"] = json.loads(row["items"]) if row.get("items") else None
             out.append(row)
     return out
+
+
+def adapter_run_id(folder: str | os.PathLike, catalog: "Catalog | None" = None) -> str:
+    """An adapter folder's run id: from its run folder's ``run.json``, else the catalog's
+    ``adapters`` row with the same files (or, for a merged folder, the same signature in its
+    ``lape_adapter.json``), else the first 12 hex digits of the files' sha256."""
+    from lape_hub.digest import artifact_sha256
+    from lape_hub.errors import LapeHubError
+
+    folder = Path(folder)
+    run_json = folder.parent / "run.json"
+    if run_json.is_file():
+        try:
+            rid = json.loads(run_json.read_text()).get("run_id")
+            if rid:
+                return str(rid)
+        except (ValueError, AttributeError):
+            pass
+    digest = artifact_sha256(folder)
+    if catalog is not None:
+        try:
+            sig = json.loads((folder / "lape_adapter.json").read_text()).get("signature")
+        except (OSError, ValueError, AttributeError):
+            sig = None
+        try:
+            rows = catalog.read("adapters", columns=["run_id", "artifact_sha256", "signature",
+                                                     "created_at"]).to_pylist()
+        except LapeHubError:
+            rows = []
+        for row in rows:
+            if row["artifact_sha256"] == digest:
+                return str(row["run_id"])
+        same = [r for r in rows if sig and r["signature"] == sig]
+        if same:
+            return str(max(same, key=lambda r: r["created_at"])["run_id"])
+    return digest[:12]
+
+
+def adapter_eval_rows(folder: str | os.PathLike, model: str, lang: str,
+                      catalog: "Catalog | None") -> tuple[str, list[dict[str, Any]]]:
+    """``(run id of the adapter in folder, every evals row of model · lang)``: the rows
+    a card needs (this adapter's, the base model's and the baselines')."""
+    from lape_hub.errors import LapeHubError
+
+    if catalog is None:
+        return adapter_run_id(folder), []
+    try:
+        rows = read_evals(catalog, model=model, lang=lang)
+    except LapeHubError:
+        rows = []
+    return adapter_run_id(folder, catalog), rows
 
 
 def _fmt(v: Any) -> str:

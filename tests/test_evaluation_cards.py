@@ -1,0 +1,92 @@
+"""Eval results in the adapter card: model-index entries with real Hub dataset ids and split
+names (rendered by huggingface_hub), and the paper-style comparison table."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+
+def _row(run_id, method, task, direction, metric, value, split="test", ci=(1.0, 2.0)):
+    ds = {"translation": "openlanguagedata/flores_plus", "topic": "Davlan/sib200",
+          "perplexity": "openlanguagedata/flores_plus"}[task]
+    return {"model": "gemma-3-270m", "run_id": run_id, "method": method, "lang": "mlt_Latn",
+            "task": task, "direction": direction, "metric": metric, "split": split,
+            "value": value, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+            "dataset": ds, "dataset_config": direction, "metric_signature": f"sig-{metric}",
+            "n_examples": 16}
+
+
+ROWS = [
+    _row("base", "base", "translation", "mlt_Latn->eng_Latn", "chrf++", 19.2, ci=(17.0, 21.5)),
+    _row("abc123def456", "lape-sparse", "translation", "mlt_Latn->eng_Latn", "chrf++", 23.4,
+         ci=(21.0, 25.9)),
+    _row("fff000111222", "lora", "translation", "mlt_Latn->eng_Latn", "chrf++", 22.0),
+    _row("abc123def456", "lape-sparse", "topic", "mlt_Latn", "acc_ll", 40.0, split="dev"),
+    _row("base", "base", "topic", "mlt_Latn", "acc_ll", 35.0, split="dev"),
+    _row("abc123def456", "lape-sparse", "perplexity", "eng_Latn", "ppl", 21.5, ci=None),
+]
+
+
+def _info(tmp_path):
+    from lape_hub.cards import AdapterInfo
+
+    folder = tmp_path / "adapter"
+    folder.mkdir(exist_ok=True)
+    (folder / "lape_adapter.json").write_text(json.dumps(
+        {"format": "lape-hub-adapter", "model": "gemma-3-270m", "lang": "mlt_Latn",
+         "method": "lape-sparse", "signature": "model:gemma-3-270m|method:lape-sparse"}))
+    return AdapterInfo.from_dir(folder)
+
+
+def test_card_model_index_uses_hub_ids_and_split_names(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from lape_hub.cards import adapter_card
+
+    card = adapter_card(_info(tmp_path), eval_rows=ROWS, run_id="abc123def456")
+    parsed = ModelCard(str(card))                         # the YAML round-trips
+    results = {(e.dataset_type, e.metric_type): e for e in parsed.data.eval_results}
+    assert len(results) == 3                             # only this adapter's rows
+    chrf = results[("openlanguagedata/flores_plus", "chrf++")]
+    assert chrf.dataset_split == "devtest" and chrf.metric_value == pytest.approx(23.4)
+    assert chrf.task_type == "translation" and chrf.dataset_name == "FLORES+"
+    topic = results[("Davlan/sib200", "acc_ll")]
+    assert topic.dataset_split == "validation" and topic.task_type == "text-classification"
+
+
+def test_card_comparison_table_has_base_adapter_and_baselines(tmp_path):
+    from lape_hub.cards import adapter_card, eval_comparison_table
+
+    table = eval_comparison_table(ROWS, "abc123def456")
+    header, _sep, *lines = table.splitlines()
+    assert header.split(" | ")[4:6] == ["base model", "this adapter"] and "lora `fff00011`" in header
+    chrf = next(line for line in lines if "chrf++" in line)
+    assert "19.20 [17.0, 21.5]" in chrf and "23.40 [21.0, 25.9]" in chrf and "22.00" in chrf
+    ppl = next(line for line in lines if "ppl" in line)
+    assert "21.50 |" in ppl and "—" in ppl                  # no base row: a dash
+    assert eval_comparison_table(ROWS, "not-evaluated") == ""
+    body = str(adapter_card(_info(tmp_path), eval_rows=ROWS, run_id="abc123def456"))
+    assert "## Comparison" in body and table in body
+    assert "## Comparison" not in str(adapter_card(_info(tmp_path)))
+
+
+def test_adapter_run_id_from_catalog_and_card_rows(tmp_path):
+    from lape_hub.catalog import Catalog
+    from lape_hub.digest import artifact_sha256
+    from lape_hub.evaluation.results import adapter_eval_rows, adapter_run_id, record_evals
+    from lape_hub.schemas import table_schema
+
+    info = _info(tmp_path)
+    cat = Catalog(tmp_path / "cat")
+    assert adapter_run_id(info.path) == artifact_sha256(info.path)[:12]
+    full = []
+    for r in ROWS:
+        row = {c: None for c in table_schema("evals").columns}
+        row.update(r, revision="r", value=float(r["value"]), seconds=0.0, signature="s",
+                   lape_hub_version="0", params="{}", created_at=datetime.now(timezone.utc))
+        full.append(row)
+    record_evals(full, cat)
+    run_id, rows = adapter_eval_rows(info.path, "gemma-3-270m", "mlt_Latn", cat)
+    assert run_id == artifact_sha256(info.path)[:12] and len(rows) == len(ROWS)
