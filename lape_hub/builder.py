@@ -588,6 +588,11 @@ def build(cat: Catalog, model: str, refset: str, corpus: str | os.PathLike, *, s
     spec = resolve_model(model)
     ref = resolve_refset(refset)
     revision = model_revision(spec)
+    if str(dtype).lower() == "auto" and str(device).startswith("cuda"):
+        import torch  # a GPU without bfloat16 (before Ampere) counts in float32
+
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            dtype = "float32"
     dtype = resolve_counting_dtype(dtype, device)
     if bos not in BOS_RULES:
         raise ValueError(f"bos rule {bos!r}: use {' or '.join(BOS_RULES)}")
