@@ -380,6 +380,7 @@ def download_remote_file(api: "HfApi", repo_id: str, repo_type: str, path: str, 
     limit = cap if expected is None else min(cap, expected.size)
     url = hf_hub_url(repo_id, path, repo_type=repo_type, revision=revision,
                      endpoint=api.endpoint)
+
     def fetch_into(tmp: Path) -> tuple[int, str, str | None]:
         """Stream into ``tmp`` (from the start on every retry): (bytes, sha256, git blob id)."""
         sha256 = hashlib.sha256()
