@@ -81,3 +81,25 @@ def export(model, refset, langs, fmt, output, catalog_dir):
     sets = [cat.neuron_set(model, c, refset=refset) for c in codes]
     write_neuron_sets(sets, output, fmt)
     click.echo(f"wrote {len(sets)} neuron sets ({', '.join(s.lang for s in sets)}) to {output}")
+
+
+@click.command()
+@click.option("--model", required=True, help="Registry alias whose published entries to copy.")
+@click.option("--refset", default=None, help="Only this reference set's LAPE and neuron sets "
+              "(default: every set; activation counts are always pulled).")
+@click.option("--hub-repo", default=None,
+              help="Catalog dataset repo ORG/NAME (default: env LAPE_HUB_REPO or the config file).")
+@click.option("--revision", default=None, help="Branch, tag or commit to pull (default: main).")
+@catalog_option
+def pull(model, refset, hub_repo, revision, catalog_dir):
+    """Copy a model's published catalog entries that the local catalog lacks (the local
+    catalog folder is created if missing). Files that exist locally are never overwritten:
+    identical ones are counted, different ones are named as conflicts."""
+    from lape_hub.pull import pull as pull_entries
+
+    where = {"refset": refset} if refset else {}
+    res = pull_entries(open_catalog(catalog_dir, create=True), model, hub_repo=hub_repo,
+                       revision=revision, **where)
+    for rel in res.added:
+        click.echo(f"added {rel}")
+    click.echo(res.summary())
