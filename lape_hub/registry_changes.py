@@ -21,7 +21,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from lape_hub.errors import LapeHubError, RegistryError
 from lape_hub.paths import registry_dir
@@ -144,3 +144,15 @@ def format_requests(requests: list[BuildRequest], fmt: str = "text", *,
         return "the registry change asks for nothing new"
     return "\n".join(f"{r.model} {r.refset}: {' '.join(r.langs) or 'all languages'} ({r.device})"
                      for r in requests)
+
+
+def request_for(model: str, refset: str, langs: Sequence[str] = ()) -> BuildRequest:
+    """One build request named by hand (the workflow's manual dispatch): the model and
+    languages resolved through the registry."""
+    from lape_hub.languages import resolve_language
+    from lape_hub.registry import resolve_model, resolve_refset
+
+    spec = resolve_model(model)
+    return BuildRequest(spec.alias, resolve_refset(refset).name,
+                        tuple(sorted({resolve_language(x).code for x in langs})),
+                        spec.total_params)

@@ -108,3 +108,51 @@ def test_first_push_and_bad_revisions(repo):
         changed_since("HEAD; rm -rf /", repo=repo)
     with pytest.raises(LapeHubError, match="git show"):
         changed_since("no-such-branch", repo=repo)
+
+
+def test_plan_changed_since_prints_the_matrix(repo):
+    from click.testing import CliRunner
+
+    from lape_hub.cli import cli
+
+    base = _git(repo, "rev-parse", "HEAD")
+    _edit(repo / "registry/refsets.toml", '"ka", "ne"]', '"ka", "ne", "eu"]')
+    _commit(repo)
+    r = CliRunner().invoke(cli, ["plan", "--changed-since", base, "--format", "github-matrix",
+                                 "--gpu-runner", "gpu"])
+    assert r.exit_code == 0, r.output
+    line = r.output.strip().splitlines()[-1]
+    rows = json.loads(line.removeprefix("matrix="))
+    assert {(x["model"], x["langs"], x["runner"]) for x in rows} >= {
+        ("gemma-3-270m", "eus_Latn", "ubuntu-latest"), ("llama-3.1-8b", "eus_Latn", "gpu")}
+    r = CliRunner().invoke(cli, ["plan", "--model", "GEMMA-3-270M", "--refset", "paper-12",
+                                 "--langs", "mt, ne", "--format", "github-matrix"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().removeprefix("matrix=")) == [
+        {"model": "gemma-3-270m", "refset": "paper-12", "langs": "mlt_Latn npi_Deva",
+         "runner": "ubuntu-latest", "device": "cpu", "dtype": "auto"}]
+    r = CliRunner().invoke(cli, ["plan", "--format", "json"])
+    assert r.exit_code == 2 and "--changed-since" in r.output
+
+
+def test_every_lape_hub_call_in_the_workflow_uses_real_options():
+    """The publish workflow is a thin caller: each `lape-hub CMD --opt` it runs must exist."""
+    import re
+
+    import click
+
+    from lape_hub.cli import cli
+    from lape_hub.paths import ROOT
+
+    text = (ROOT / ".github/workflows/publish-language.yml").read_text()
+    text = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
+    text = re.sub(r"\\\n\s*", " ", text)              # join continued shell lines
+    calls = re.findall(r"lape-hub (\w[\w-]*)([^\n]*)", text)
+    assert {c for c, _ in calls} >= {"plan", "pull", "build", "finetune", "publish"}
+    ctx = click.Context(cli)
+    for name, rest in calls:
+        cmd = cli.get_command(ctx, name)
+        assert cmd is not None, name
+        known = {o for p in cmd.params for o in p.opts + p.secondary_opts}
+        for opt in re.findall(r"(?:^|\s)(--?[a-z][\w-]*)", rest):
+            assert opt in known, f"lape-hub {name} has no option {opt}"

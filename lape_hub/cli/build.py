@@ -60,9 +60,24 @@ def _params(top_rate, filter_rate, bar_rate):
 
 
 @click.command()
-@click.option("--model", required=True, help="Registry alias or Hugging Face repo id.")
-@click.option("--refset", required=True,
-              help="Reference set (registry/refsets.toml) whose LAPE and neuron sets to plan.")
+@click.option("--model", default=None,
+              help="Registry alias or Hugging Face repo id (required unless --changed-since).")
+@click.option("--refset", default=None,
+              help="Reference set (registry/refsets.toml) whose LAPE and neuron sets to plan "
+                   "(required unless --changed-since).")
+@click.option("--changed-since", metavar="REV", default=None,
+              help="Instead of reading the catalog: what the registry change since git "
+                   "revision REV asks to build (new models, languages added to a refset).")
+@click.option("--langs", multiple=True, callback=langs_callback,
+              help="With --format json/github-matrix and no --changed-since: the languages of "
+                   f"the one request (default: all the catalog lacks); {LANGS_SYNTAX}.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github-matrix"]),
+              default="text", show_default=True,
+              help="json / github-matrix: the build requests (github-matrix prints "
+                   "matrix=[...] for $GITHUB_OUTPUT), not the catalog check.")
+@click.option("--gpu-runner", envvar="LAPE_GPU_RUNNER", default=None,
+              help="github-matrix: runner label for models over 1B parameters (env "
+                   "LAPE_GPU_RUNNER); without one they are left out with a notice.")
 @click.option("--corpus", default="sib200", show_default=True,
               help="Corpus path or id the counts are (to be) computed on.")
 @click.option("--split", default="train", show_default=True,
@@ -74,10 +89,30 @@ def _params(top_rate, filter_rate, bar_rate):
               help="The device build would count on (decides --dtype auto).")
 @_selection_opts
 @catalog_option
-def plan(model, refset, corpus, split, max_tokens, dtype, bos, device, top_rate, filter_rate,
-         bar_rate, catalog_dir):
+def plan(model, refset, changed_since, langs, fmt, gpu_runner, corpus, split, max_tokens, dtype,
+         bos, device, top_rate, filter_rate, bar_rate, catalog_dir):
     """List missing activation counts and stale LAPE / neuron entries (exit 0 either way),
-    and print the one build command that brings the catalog up to date."""
+    and print the one build command that brings the catalog up to date.
+
+    \b
+    With --changed-since REV (or --format json/github-matrix) it prints build requests
+    instead, e.g. for the publish-language workflow:
+      lape-hub plan --changed-since HEAD~1 --format github-matrix >> "$GITHUB_OUTPUT"
+    """
+    if changed_since is not None or fmt != "text":
+        from lape_hub.registry_changes import changed_since as diff, format_requests, request_for
+
+        if changed_since is not None:
+            reqs = diff(changed_since)
+        elif model and refset:
+            reqs = [request_for(model, refset, split_langs(langs))]
+        else:
+            raise click.UsageError("--format json/github-matrix needs --changed-since REV, "
+                                   "or --model and --refset")
+        click.echo(format_requests(reqs, fmt, gpu_runner=gpu_runner or None))
+        return
+    if not model or not refset:
+        raise click.UsageError("plan needs --model and --refset (or --changed-since REV)")
     from lape_hub.builder import corpus_id, plan as make_plan, resolve_counting_dtype
 
     cid = corpus_id(corpus, split, max_tokens, dtype=resolve_counting_dtype(dtype, device), bos=bos)
