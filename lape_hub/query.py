@@ -68,8 +68,18 @@ _WHY = {  # what a refused statement would have done
 }
 
 
-def _kind(statement_type: duckdb.StatementType) -> str:
-    return str(statement_type).split(".")[-1]
+def _type(st: duckdb.Statement) -> duckdb.StatementType | None:
+    """The statement's type; None for one the Python binding cannot name (e.g. DuckDB 1.4's
+    ``UPDATE EXTENSIONS`` raises ValueError on ``.type``)."""
+    try:
+        return st.type
+    except ValueError:
+        return None
+
+
+def _kind(st: duckdb.Statement) -> str:
+    t = _type(st)
+    return str(t).split(".")[-1] if t is not None else (st.query.split() or ["?"])[0].upper()
 
 
 def connect(catalog: Catalog, *, limits: SqlLimits | None = None,
@@ -162,28 +172,29 @@ def check_read_only(con: duckdb.DuckDBPyConnection, query: str, *, _wrapper: str
     if not statements:
         raise QueryRefusedError(f"refused: {where}no statement; give one SELECT")
     if len(statements) > 1:
-        kinds = ", ".join(_kind(s.type) for s in statements[:4])
+        kinds = ", ".join(_kind(s) for s in statements[:4])
         raise QueryRefusedError(f"refused: {where}{len(statements)} statements ({kinds}); "
                                 "lape-hub sql runs exactly one statement per call")
     st = statements[0]
-    if st.type == _ST.SELECT:
+    st_type = _type(st)
+    if st_type == _ST.SELECT:
         return
-    if st.type == _ST.EXPLAIN:
+    if st_type == _ST.EXPLAIN:
         if _wrapper:
             raise QueryRefusedError("refused: EXPLAIN inside EXPLAIN")
         check_read_only(con, _explained(st.query), _wrapper="EXPLAIN")
         return
-    kind = _kind(st.type)
-    if st.type in (_ST.PREPARE, _ST.EXECUTE):
+    kind = _kind(st)
+    if st_type in (_ST.PREPARE, _ST.EXECUTE):
         raise QueryRefusedError(f"refused: {where}{kind}: one statement runs per call, so "
                                 "nothing can be prepared and then executed; run the SELECT "
                                 "itself")
-    if st.type == _ST.MULTI:
+    if st_type == _ST.MULTI:
         raise QueryRefusedError(f"refused: {where}this statement expands into several (a "
                                 "PIVOT without an IN list creates a type first); list the "
                                 "values: PIVOT t ON col IN (...)")
-    why = _WHY.get(st.type, "is not a read")
-    hint = " (for table functions use SELECT * FROM fn(...))" if st.type == _ST.CALL else ""
+    why = _WHY.get(st_type, "is not a read")
+    hint = " (for table functions use SELECT * FROM fn(...))" if st_type == _ST.CALL else ""
     raise QueryRefusedError(f"refused: {where}a {kind} statement, which {why}; lape-hub sql "
                             f"only reads the catalog (use SELECT){hint}")
 

@@ -95,7 +95,10 @@ class TableSchema:
         got = {f.name: f.type.value_type if pa.types.is_dictionary(f.type) else f.type
                for f in found}
         if want != got:
-            diff = sorted(set(want.items()) ^ set(got.items()), key=str)[:3]
+            # by ==, not by hash: list<item: T> (Arrow) and list<element: T> (a Parquet
+            # footer) are the same type but hash differently
+            diff = sorted({(n, t) for n, t in want.items() if got.get(n) != t}
+                          | {(n, t) for n, t in got.items() if want.get(n) != t}, key=str)[:3]
             raise SchemaError(f"{path} does not match schema {self.table!r} v{self.version} "
                               f"(differs in {', '.join(f'{n}:{t}' for n, t in diff)})")
 
