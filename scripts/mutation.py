@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE_TESTS: dict[str, list[str]] = {
     "lape": ["tests/test_lape.py"],
     "activation_counts": ["tests/test_activation_counts.py"],
-    "ffn": ["tests/test_ffn.py"],
+    "ffn": ["tests/test_ffn_edges.py", "tests/test_ffn.py"],
     "query": ["tests/test_query_guard.py"],  # in process; test_attacks_sql.py adds minutes
     "catalog": ["tests/test_catalog.py", "tests/test_builder_catalog.py"],
     "atomic": ["tests/test_atomic.py"],
