@@ -44,7 +44,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "finetune": ["tests/test_finetune.py"],
     "publisher": ["tests/test_publisher.py", "tests/test_attacks_publish.py"],
     "overlap": ["tests/test_overlap.py"],
-    "config": ["tests/test_publisher.py", "tests/test_remote.py"],
+    "config": ["tests/test_config.py"],
     "output_paths": ["tests/test_attacks_io.py"],
     "formats": ["tests/test_cli_read.py", "tests/test_attacks_io.py"],
     "languages": ["tests/test_languages.py", "tests/test_registry.py"],
