@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import click
 
-from lape_hub.cli._common import catalog_option, open_catalog, split_langs
+from lape_hub.cli._common import (LANGS_SYNTAX, POSITIVE, catalog_option, langs_callback,
+                                  open_catalog, split_langs)
+
+_TITLE = "Figure title (default: generated from the data)."
 
 
 def _out_option(f):
@@ -39,11 +42,12 @@ def plot() -> None:
 
 
 @plot.command()
-@click.option("--model", required=True)
-@click.option("--refset", default="paper-12", show_default=True)
-@click.option("--langs", multiple=True, help="Languages (default: every language of the entry).")
+@click.option("--model", required=True, help="Registry alias or Hugging Face repo id.")
+@click.option("--refset", default="paper-12", show_default=True, help="Reference set of the neuron sets.")
+@click.option("--langs", multiple=True, callback=langs_callback,
+              help=f"Languages (default: every language of the entry); {LANGS_SYNTAX}.")
 @click.option("--order", type=click.Choice(["family", "given", "code"]), default="family",
-              show_default=True)
+              show_default=True, help="Row order: by family, as given, or by code.")
 @click.option("--value", type=click.Choice(["auto", "count", "share"]), default="auto",
               show_default=True, help="Heatmap cells: neurons, or share of the language's set.")
 @_out_option
@@ -59,11 +63,12 @@ def layers(model, refset, langs, order, value, out, data_format, catalog_dir):
 
 
 @plot.command()
-@click.option("--model", required=True)
-@click.option("--refset", default="paper-12", show_default=True)
-@click.option("--langs", multiple=True, help="Languages (default: every language of the entry).")
+@click.option("--model", required=True, help="Registry alias or Hugging Face repo id.")
+@click.option("--refset", default="paper-12", show_default=True, help="Reference set of the neuron sets.")
+@click.option("--langs", multiple=True, callback=langs_callback,
+              help=f"Languages (default: every language of the entry); {LANGS_SYNTAX}.")
 @click.option("--metric", type=click.Choice(["jaccard", "count"]), default="jaccard",
-              show_default=True)
+              show_default=True, help="jaccard: shared / union; count: shared neurons.")
 @click.option("--order", type=click.Choice(["cluster", "family", "given"]), default="cluster",
               show_default=True, help="cluster: scipy average linkage on 1 - Jaccard; family: "
                                       "grouped by family and script.")
@@ -87,13 +92,17 @@ def overlap(model, refset, langs, metric, order, out, data_format, catalog_dir):
 @click.option("--result", "result_path", type=click.Path(dir_okay=False),
               help="A saved verify result (--format markdown or csv, or its Parquet/CSV table).")
 @click.option("--model", help="Without --result: run verify on this model.")
-@click.option("--refset", default="paper-12", show_default=True)
+@click.option("--refset", default="paper-12", show_default=True,
+              help="Without --result: reference set whose neuron sets are zeroed.")
 @click.option("--corpus", help="Without --result: held-out text (as for lape-hub verify).")
-@click.option("--langs", multiple=True)
-@click.option("--eval-langs", multiple=True)
-@click.option("--split", default="dev", show_default=True)
-@click.option("--max-tokens", type=int, default=4096, show_default=True)
-@click.option("--title")
+@click.option("--langs", multiple=True, callback=langs_callback,
+              help=f"Without --result: languages whose neurons are zeroed; {LANGS_SYNTAX}.")
+@click.option("--eval-langs", multiple=True, callback=langs_callback,
+              help=f"Without --result: languages perplexity is measured on; {LANGS_SYNTAX}.")
+@click.option("--split", default="dev", show_default=True, help="Without --result: held-out split.")
+@click.option("--max-tokens", type=POSITIVE, default=4096, show_default=True,
+              help="Without --result: held-out tokens per language.")
+@click.option("--title", help=_TITLE)
 @_out_option
 @catalog_option
 def zeroing(result_path, model, refset, corpus, langs, eval_langs, split, max_tokens, title, out,
@@ -122,7 +131,7 @@ def zeroing(result_path, model, refset, corpus, langs, eval_langs, split, max_to
 @click.option("--merged", type=click.Path(file_okay=False, exists=True),
               help="A merged model folder (compare with --base).")
 @click.option("--base", help="The base model (default for --adapter: the adapter's model).")
-@click.option("--title")
+@click.option("--title", help=_TITLE)
 @_out_option
 def weight_change(adapter, merged, base, title, out, data_format):
     """|change| per layer and projection of an adapter or merged model against its base."""
@@ -142,17 +151,19 @@ def weight_change(adapter, merged, base, title, out, data_format):
 
 
 @plot.command()
-@click.option("--model", required=True)
+@click.option("--model", required=True, help="Registry alias, Hugging Face repo id or local folder.")
 @click.option("--corpus", required=True, help="SIB-200/FLORES folder: <corpus>/<code>/<split>.tsv.")
 @click.option("--target", required=True, help="The language compared with the pivots.")
-@click.option("--pivots", multiple=True,
-              help="Pivot languages (default: en fr de es it ru zh ja ar).")
+@click.option("--pivots", multiple=True, callback=langs_callback,
+              help=f"Pivot languages (default: en fr de es it ru zh ja ar); {LANGS_SYNTAX}.")
 @click.option("--adapter", type=click.Path(file_okay=False, exists=True),
               help="Also measure the model with this adapter merged in (before/after).")
-@click.option("--split", default="dev", show_default=True)
-@click.option("--max-sentences", type=int, default=100, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--title")
+@click.option("--split", default="dev", show_default=True, help="Split of the parallel sentences.")
+@click.option("--max-sentences", type=POSITIVE, default=100, show_default=True,
+              help="Parallel sentences per language.")
+@click.option("--batch-size", type=POSITIVE, default=8, show_default=True,
+              help="Sentences per forward pass.")
+@click.option("--title", help=_TITLE)
 @_out_option
 def alignment(model, corpus, target, pivots, adapter, split, max_sentences, batch_size, title,
               out, data_format):
