@@ -89,6 +89,17 @@ def test_merge_without_torch(tmp_path):
     assert not (tmp_path / "merged").exists()
 
 
+def test_any_command_meeting_a_missing_extra_is_one_line(tmp_path):
+    """The entry point's safety net: commands without their own check (eval, plot alignment)
+    still name the extra instead of a traceback."""
+    for args in (("eval", "--model", MODEL, "--lang", "mt", "--no-record", "--tasks", "topic"),
+                 ("plot", "alignment", "--model", MODEL, "--corpus", str(tmp_path), "--target",
+                  "mt", "-o", str(tmp_path / "a.png"))):
+        r = run_without_torch(*args, cwd=tmp_path)
+        assert_one_line_error(r, needle="pip install 'lape-hub[build]'")
+    assert not (tmp_path / "a.png").exists()
+
+
 def test_build_without_torch_creates_no_catalog(tmp_path):
     """The check comes before the catalog folder is made."""
     new = tmp_path / "new-catalog"
