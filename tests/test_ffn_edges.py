@@ -90,6 +90,8 @@ def test_weight_ref_rows_and_parameter_rows():
     assert ref.parameter_rows(torch.tensor([0, 5])).tolist() == [6, 11]
     down = WeightRef(nn.Linear(12, 4, bias=False), 0, 4, 1)
     assert down.parameter_rows(torch.tensor([0, 5])).tolist() == [0, 5]  # columns as given
+    rows_2_4 = WeightRef(nn.Linear(12, 4, bias=False), 2, 4, 1)  # start is a row offset:
+    assert rows_2_4.parameter_rows(torch.tensor([0, 5])).tolist() == [0, 5]  # not a column one
     assert WeightRef(Wrapped(lin), 0, 6, 0).parameter is lin.weight
 
 

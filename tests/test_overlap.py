@@ -132,10 +132,53 @@ def test_overlap_matrix_subset_order_and_jaccard(tiny):
 
 
 def test_overlap_matrix_errors(tiny, tmp_path):
-    with pytest.raises(ValueError, match="count or jaccard"):
+    with pytest.raises(ValueError, match="^metric must be count or jaccard$"):
         overlap_matrix(tiny, "gemma-3-270m", metric="cosine")
     with pytest.raises(NotInCatalogError, match="has no neuron set for kat_Geor"):
         overlap_matrix(tiny, "gemma-3-270m", langs=["npi_Deva", "kat_Geor"])
     empty = build_catalog(tmp_path / "other", ("npi_Deva",), counts=False, refset="flores-200")
     with pytest.raises(NotInCatalogError, match="no neuron sets for gemma-3-270m .* paper-12"):
         overlap_matrix(empty, "gemma-3-270m")
+
+
+def test_overlap_matrix_corrupt_data_pages(tmp_path):
+    """A file whose footer is intact but whose pages are not: one line naming the file."""
+    from lape_hub.errors import SchemaError
+
+    cat = build_catalog(tmp_path / "c", ("npi_Deva", "mlt_Latn"), counts=False, per_layer=40)
+    path = cat.entry_path("neurons", {"model": "gemma-3-270m", "refset": "paper-12",
+                                      "selection": "top0.05-f0.95-b0.95"})
+    data = bytearray(path.read_bytes())
+    for i in range(8, len(data) // 2):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(SchemaError) as info:
+        overlap_matrix(cat, "gemma-3-270m")
+    msg = str(info.value)
+    assert msg.startswith(f"corrupt Parquet file {path}: ") and "\n" not in msg
+    assert len(msg) > len(f"corrupt Parquet file {path}: None")  # the reader's own words
+
+
+def test_custom_refset_belongs_to_its_model(tmp_path):
+    """A custom reference set another model holds is unknown for this one."""
+    from lape_hub.errors import UnknownRefsetError
+
+    cat = build_catalog(tmp_path / "c", ("npi_Deva", "mlt_Latn"), counts=False,
+                        refset="my-set")
+    m = overlap_matrix(cat, "gemma-3-270m", refset="MY-SET")
+    assert m.langs == ["mlt_Latn", "npi_Deva"]
+    other = build_catalog(tmp_path / "d", ("npi_Deva",), counts=False, refset="my-set",
+                          model="llama-3.1-8b", per_layer=1)
+    with pytest.raises(UnknownRefsetError):
+        overlap_matrix(other, "gemma-3-270m", refset="my-set")
+
+
+def test_to_pandas_without_pandas(monkeypatch):
+    import sys
+
+    from lape_hub.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas -> ImportError
+    with pytest.raises(MissingExtraError, match=r"^to_pandas\(\) needs pandas, which is not "
+                                                r"installed: pip install 'lape-hub\[plots\]'$"):
+        matrix().to_pandas()

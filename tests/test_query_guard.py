@@ -302,6 +302,11 @@ def test_render_table(cat):
     out = render_table(cat, "SELECT range AS k FROM range(50)", max_rows=6)
     assert "k" in out and "50 rows" in out and " 0 " in out and " 49 " in out
     assert " 25 " not in out
+    wide_long = "SELECT range AS k, repeat('x', 300) AS w FROM range(100)"
+    assert render_table(cat, wide_long) == render_table(cat, wide_long, max_rows=40,
+                                                        max_width=200)  # the defaults
+    assert render_table(cat, wide_long) != render_table(cat, wide_long, max_rows=41)
+    assert render_table(cat, wide_long) != render_table(cat, wide_long, max_width=201)
     plan = render_table(cat, "EXPLAIN SELECT 1")
     assert "PROJECTION" in plan.upper() and "explain_key" not in plan
     width = [max(map(len, render_table(cat, "SELECT repeat('x', 300) AS w, 1 AS z",
@@ -340,7 +345,7 @@ def test_write_result_errors(tmp_path):
     with pytest.raises(QueryError, match=r"^cannot write .*afile.x\.csv: [A-Z][a-z ]+$"):
         write_result(t, "csv", tmp_path / "afile" / "x.csv")  # strerror, not the errno
     nested = pa.table({"l": [[1, 2]]})
-    with pytest.raises(QueryError, match="^cannot write the result as csv: "):
+    with pytest.raises(QueryError, match="^cannot write the result as csv: .*Unsupported Type"):
         write_result(nested, "csv", io.BytesIO())
     assert not (tmp_path / "x").exists()
 
@@ -357,6 +362,13 @@ def test_write_result_errors(tmp_path):
     class Broken(Full):
         def write(self, b):
             raise BrokenPipeError(32, "Broken pipe")
+
+    class Gone(Full):
+        def write(self, b):
+            raise OSError("device gone\nmore")  # no errno, no strerror
+
+    with pytest.raises(QueryError, match="^cannot write the output: device gone$"):
+        write_result(pa.table({"json": ['{"a":1}']}), "json", Gone())
 
     with pytest.raises(BrokenPipeError):
         write_result(pa.table({"json": ['{"a":1}']}), "json", Broken())
