@@ -47,8 +47,9 @@ def test_shared_counts_every_bit_position():
 
 
 def test_shared_counts_empty_and_absent_language():
-    np.testing.assert_array_equal(shared_counts(np.array([], int), np.array([], int), 3),
-                                  np.zeros((3, 3), np.int64))
+    empty = shared_counts(np.array([], int), np.array([], int), 3)
+    assert empty.dtype == np.int64  # exact integers, as when there are neurons
+    np.testing.assert_array_equal(empty, np.zeros((3, 3), np.int64))
     got = shared_counts(np.array([0, 0, 2]), np.array([5, 9, 9]), 3)
     np.testing.assert_array_equal(got, [[2, 0, 1], [0, 0, 0], [1, 0, 1]])
 
@@ -134,8 +135,9 @@ def test_overlap_matrix_subset_order_and_jaccard(tiny):
 def test_overlap_matrix_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="^metric must be count or jaccard$"):
         overlap_matrix(tiny, "gemma-3-270m", metric="cosine")
-    with pytest.raises(NotInCatalogError, match="has no neuron set for kat_Geor"):
-        overlap_matrix(tiny, "gemma-3-270m", langs=["npi_Deva", "kat_Geor"])
+    with pytest.raises(NotInCatalogError, match="^gemma-3-270m · paper-12 has no neuron set "
+                                                 "for kat_Geor, slv_Latn$"):
+        overlap_matrix(tiny, "gemma-3-270m", langs=["slv_Latn", "npi_Deva", "kat_Geor"])
     empty = build_catalog(tmp_path / "other", ("npi_Deva",), counts=False, refset="flores-200")
     with pytest.raises(NotInCatalogError, match="no neuron sets for gemma-3-270m .* paper-12"):
         overlap_matrix(empty, "gemma-3-270m")

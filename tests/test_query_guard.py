@@ -133,7 +133,8 @@ def test_explained(text, wrapped):
 
 
 def test_explained_needs_explain():
-    with pytest.raises(QueryRefusedError, match="cannot tell what this EXPLAIN wraps"):
+    with pytest.raises(QueryRefusedError, match="^refused: cannot tell what this EXPLAIN wraps; "
+                                                "EXPLAIN a SELECT$"):
         _explained("SELECT 1")
     with pytest.raises(QueryRefusedError, match="cannot tell"):
         _explained("/* only */")
@@ -307,6 +308,12 @@ def test_render_table(cat):
                                                         max_width=200)  # the defaults
     assert render_table(cat, wide_long) != render_table(cat, wide_long, max_rows=41)
     assert render_table(cat, wide_long) != render_table(cat, wide_long, max_width=201)
+    limited = render_table(cat, "SELECT current_setting('memory_limit') AS m",
+                           limits=SqlLimits(memory_limit="123MB"))
+    assert "117" in limited or "123" in limited  # the limits reach the connection
+    with duckdb.connect() as c:
+        want = "\n".join(v for _, v in c.sql("EXPLAIN SELECT 1").fetchall()) + "\n"
+    assert render_table(cat, "EXPLAIN SELECT 1") == want  # the plan as DuckDB draws it
     plan = render_table(cat, "EXPLAIN SELECT 1")
     assert "PROJECTION" in plan.upper() and "explain_key" not in plan
     width = [max(map(len, render_table(cat, "SELECT repeat('x', 300) AS w, 1 AS z",
