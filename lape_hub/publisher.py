@@ -720,7 +720,7 @@ def plan_adapter(info: AdapterInfo, repo_id: str, remote: RemoteState, *,
     card = adapter_card(info, neuron_set=neuron_set,
                         evaluations=load_evaluations(info, catalog), catalog_repo=catalog_repo,
                         merged=merged is not None, license=license, eval_rows=eval_rows,
-                        run_id=run_id)
+                        run_id=run_id, repo_id=repo_id)
     files["README.md"] = LocalFile("README.md", str(card).encode())
     changes = _diff(files, remote, managed=lambda p: p != ".gitattributes", prune=prune)
     if missing_only and any(c.status in ("unchanged", "changed") and

