@@ -126,6 +126,7 @@ def test_syntax_error_is_one_line(con):
     ("EXPLAIN (SELECT 5)", "(SELECT 5)"[1:] if False else ""),
     ("EXPLAIN -- c\n ANALYZE /* d */ COPY t TO 'x'", "COPY t TO 'x'"),
     ("EXPLAIN", ""),
+    ("EXPLAIN (FORMAT json", ""),  # never closed: nothing is wrapped
     ("EXPLAIN ANALYZE", ""),
 ])
 def test_explained(text, wrapped):
