@@ -82,6 +82,7 @@ class ContentRow:
     langs: frozenset[str]
     files: int
     signature: str
+    rows: int = 0       # rows of the local files (from their footers)
 
 
 def catalog_contents(catalog: "Catalog", remote_paths: Iterable[str] = (),
@@ -100,11 +101,12 @@ def catalog_contents(catalog: "Catalog", remote_paths: Iterable[str] = (),
     def add(table: str, key: Mapping[str, str], path: Path | None) -> None:
         group = key.get("refset") or key.get("corpus") or key.get("method") or ""
         k = (table, key.get("model", ""), group, key.get("selection", ""))
-        g = groups.setdefault(k, {"langs": set(), "files": 0, "sigs": []})
+        g = groups.setdefault(k, {"langs": set(), "files": 0, "sigs": [], "rows": 0})
         g["files"] += 1
         if "lang" in key:
             g["langs"].add(key["lang"])
         if path is not None:
+            g["rows"] += pq.ParquetFile(path).metadata.num_rows
             cols = [c for c in ("lang", "signature") if c in table_schema(table).columns]
             if cols:
                 t = pq.read_table(path, columns=cols)
@@ -128,8 +130,23 @@ def catalog_contents(catalog: "Catalog", remote_paths: Iterable[str] = (),
         sigs = sorted(set(g["sigs"]))
         sig = (sigs[0] + (f" (+{len(sigs) - 1} more)" if len(sigs) > 1 else "")) if sigs else ""
         rows.append(ContentRow(table, model, group, selection, frozenset(g["langs"]),
-                               g["files"], sig))
+                               g["files"], sig, g["rows"]))
     return rows
+
+
+def size_category(n_rows: int) -> str:
+    """The Hub's ``size_categories`` bucket for a row count.
+
+    >>> size_category(999), size_category(1000), size_category(2_500_000)
+    ('n<1K', '1K<n<10K', '1M<n<10M')
+    """
+    bounds = [(10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"),
+              (10**6, "100K<n<1M"), (10**7, "1M<n<10M"), (10**8, "10M<n<100M"),
+              (10**9, "100M<n<1B"), (10**10, "1B<n<10B")]
+    for bound, label in bounds:
+        if n_rows < bound:
+            return label
+    return "n>1T" if n_rows >= 10**12 else "10B<n<100B" if n_rows < 10**11 else "100B<n<1T"
 
 
 def catalog_card(catalog: "Catalog", *, repo_id: str, remote_paths: Iterable[str] = (),
@@ -159,6 +176,9 @@ def catalog_card(catalog: "Catalog", *, repo_id: str, remote_paths: Iterable[str
         language=hub_language_codes(all_langs) or None,
         multilinguality="multilingual",
         tags=CATALOG_TAGS,
+        # what the sets are for: which neurons of a text-generation model serve a language
+        task_categories=["text-generation"],
+        size_categories=[size_category(sum(r.rows for r in rows))] if rows else None,
         configs=configs or None,
     )
     models = sorted({r.model for r in rows if r.model})

@@ -238,11 +238,27 @@ def remote_state(api: "HfApi", repo_id: str, repo_type: str, *, token: str | Non
         raise hub_error(e, repo_id=repo_id, repo_type=repo_type, action="reading",
                         token=token) from None
     except Exception as e:
-        raise hub_error(e, repo_id=repo_id, repo_type=repo_type, action="reading",
-                        token=token) from None
+        err = hub_error(e, repo_id=repo_id, repo_type=repo_type, action="reading", token=token)
+        err.unreachable = _unreachable(e)
+        raise err from None
     head = check_commit_sha(info.sha, f"{repo_type} repo {repo_id}")
     files = list_repo_files(api, repo_id, repo_type, head, token=token)
     return RemoteState(exists=True, head=head, files=files)
+
+
+def _unreachable(e: BaseException) -> bool:
+    """True when ``e`` (or what caused it) is a failure to reach the server at all: no
+    route, refused or timed-out connection, unknown host."""
+    import socket
+
+    seen = 0
+    while e is not None and seen < 8:
+        name = type(e).__name__
+        if isinstance(e, (ConnectionError, socket.gaierror, TimeoutError)) or \
+                name in ("ConnectError", "ConnectTimeout", "ConnectionError", "NameResolutionError"):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
 
 
 def _diff(local: dict[str, LocalFile], remote: RemoteState, *,
@@ -320,7 +336,15 @@ def _run(api: "HfApi", make_plan: Callable[[RemoteState], Plan], repo_id: str, r
         plan = make_plan(RemoteState(exists=False))
         plan.message += " (offline: compared with nothing)"
     else:
-        plan = make_plan(remote_state(api, repo_id, repo_type, token=token))
+        try:
+            state = remote_state(api, repo_id, repo_type, token=token)
+        except HubError as e:
+            if dry_run is None or not getattr(e, "unreachable", False):
+                raise
+            state = None
+        plan = make_plan(state or RemoteState(exists=False))
+        if state is None:
+            plan.message += " (Hub unreachable: compared with nothing)"
     if dry_run is not None:
         return PublishResult(plan, staged=plan.stage(dry_run))
     if not plan.pending:
