@@ -126,10 +126,14 @@ def _language_file(folder: Path, lang: str, split: str) -> Path:
 
 
 # --------------------------------------------------------------------------- Hugging Face
-#: Per-dataset defaults: config name from a FLORES-200 code, text column, split.
+#: Per-dataset defaults: config name from a FLORES-200 code, text column, split, and the
+#: dataset's own names for lape-hub's splits (local corpora say ``dev``; SIB-200 on the Hub
+#: says ``validation``).
 HF_PRESETS: dict[str, dict[str, Any]] = {
     "cis-lmu/GlotCC-V1": {"config": lambda lang: lang.replace("_", "-"), "text_column": "content"},
     "openlanguagedata/flores_plus": {"config": lambda lang: lang, "text_column": "text", "split": "dev"},
+    "Davlan/sib200": {"config": lambda lang: lang, "text_column": "text",
+                      "split_names": {"dev": "validation"}},
 }
 
 
@@ -156,10 +160,10 @@ def iter_hf_documents(
     preset = HF_PRESETS.get(repo_id, {})
     name = config or preset.get("config", lambda x: x)(lang)
     col = text_column or preset.get("text_column", "text")
+    split = split or preset.get("split", "train")
+    split = preset.get("split_names", {}).get(split, split)
     try:
-        ds = datasets.load_dataset(
-            repo_id, name, split=split or preset.get("split", "train"), streaming=True, revision=revision
-        )
+        ds = datasets.load_dataset(repo_id, name, split=split, streaming=True, revision=revision)
     except Exception as exc:  # datasets raises many types (network, missing config, auth)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CorpusError(

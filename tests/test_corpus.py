@@ -164,3 +164,23 @@ def test_sib200_shared_data(tok):
 
 def test_module_exports():
     assert set(corpus.__all__) >= {"read_documents", "tokenize_and_pack", "PackedCorpus"}
+
+
+def test_hub_split_names_follow_the_dataset(monkeypatch):
+    """Local corpora call the validation split `dev`; SIB-200 on the Hub calls it `validation`."""
+    import datasets
+
+    from lape_hub.corpus import iter_hf_documents
+
+    calls = []
+
+    def fake_load(repo, name, *, split, streaming, revision):
+        calls.append((repo, name, split))
+        return [{"text": "Bonġu"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    assert list(iter_hf_documents("Davlan/sib200", "mlt_Latn", "dev")) == ["Bonġu"]
+    list(iter_hf_documents("Davlan/sib200", "mlt_Latn", "train"))
+    list(iter_hf_documents("openlanguagedata/flores_plus", "mlt_Latn"))
+    assert calls == [("Davlan/sib200", "mlt_Latn", "validation"), ("Davlan/sib200", "mlt_Latn", "train"),
+                     ("openlanguagedata/flores_plus", "mlt_Latn", "dev")]
