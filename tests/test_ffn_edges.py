@@ -128,7 +128,8 @@ def test_make_layer_fused_split():
     mlp = Fused()
     layer = _make_layer(0, "m", mlp, "fused")
     assert layer.act is mlp.activation_fn and layer.layout == "fused"
-    assert (layer.gate.start, layer.gate.stop) == (0, D_FFN)
+    assert (layer.gate.start, layer.gate.stop, layer.gate.neuron_dim) == (0, D_FFN, 0)
+    assert layer.up.neuron_dim == 0
     assert (layer.up.start, layer.up.stop) == (D_FFN, 2 * D_FFN)
     assert layer.gate.module is layer.up.module is mlp.gate_up_proj
     assert (layer.down.stop, layer.down.neuron_dim) == (D_MODEL, 1)
@@ -209,6 +210,23 @@ def test_trunk_fallbacks():
     assert trunk(not_module) is not_module
     with pytest.raises(ValueError):  # a non-AttributeError from get_decoder is not hidden
         trunk(WithDecoder(inner, ValueError("boom")))
+
+
+def test_decoder_layers_prefers_the_layers_attribute():
+    m = nn.Module()
+    m.layers = nn.ModuleList([nn.Linear(1, 1) for _ in range(2)])
+    m.longer = nn.ModuleList([nn.Linear(1, 1) for _ in range(5)])  # not the decoder layers
+    assert decoder_layers(m) is m.layers
+
+
+def test_layer_names_when_the_trunk_is_not_registered():
+    inner = Trunk([Block(Separate()), Block(Separate())])
+
+    class Outer(nn.Module):
+        def get_decoder(self):
+            return inner  # held outside the module tree: no registered name
+
+    assert [l.name for l in find_ffn_layers(Outer())] == ["layers.0.mlp", "layers.1.mlp"]
 
 
 def test_decoder_layers_fallback_to_longest_list():
