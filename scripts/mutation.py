@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the summary here")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (mutmut browse)")
     ap.add_argument("--list", action="store_true", help="print the module -> tests map")
+    ap.add_argument("--only", nargs="+", metavar="FUNCTION",
+                    help="mutate only these functions (e.g. check_read_only, "
+                         "'TableSchema.validate'): a big module in parts")
     args = ap.parse_args(argv)
     if args.list:
         for name, tests in MODULE_TESTS.items():
@@ -133,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     try:
-        subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)], cwd=work, env=env,
+        # mutmut's mutant names: x_func__mutmut_N, xǁClassǁmethod__mutmut_N
+        names = [f"lape_hub.{name}." + ("xǁ" + f.replace(".", "ǁ") if "." in f else f"x_{f}")
+                 + "__mutmut_*" for f in args.only or []]
+        subprocess.run(["mutmut", "run", "--max-children", str(args.jobs), *names], cwd=work, env=env,
                        timeout=args.minutes * 60, stdout=subprocess.DEVNULL)
         finished = True
     except subprocess.TimeoutExpired:

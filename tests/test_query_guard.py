@@ -265,6 +265,27 @@ def test_result_table_and_run_sql(cat):
         result_table(cat, "DROP TABLE neurons")
 
 
+def test_run_sql_result_is_locked_and_in_memory(cat, tmp_path, monkeypatch):
+    """The relation run_sql returns lives on a connection that opens no file either."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text("a\n1\n")
+    rel = run_sql(cat, "SELECT 1 AS one")
+    with pytest.raises(duckdb.PermissionException):
+        rel.query("r", f"SELECT * FROM read_csv('{tmp_path / 'x.csv'}')").fetchall()
+    with pytest.raises(duckdb.Error, match="Cannot change configuration"):
+        rel.query("r", "SET enable_external_access = true").fetchall()
+    assert rel.query("r", "SELECT current_setting('lock_configuration')").fetchall() == [(True,)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]  # no database file
+    with pytest.raises(QueryError, match="time limit"):
+        run_sql(cat, "SELECT sum(hash(i)) FROM range(100000000000) t(i)",
+                limits=SqlLimits(timeout_s=0.3))
+
+
+def test_statement_kinds_are_types_not_first_words(con):
+    assert refused(con, "WITH a AS (SELECT 1) SELECT * FROM a; FROM range(2)").startswith(
+        "refused: 2 statements (SELECT, SELECT);")
+
+
 def test_json_rows(cat):
     t = result_table(cat, "SELECT 1 AS a, [1, 2] AS b, 'x' AS a", "json")
     assert t.column_names == ["json"]
