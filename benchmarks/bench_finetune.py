@@ -185,6 +185,9 @@ def worker(args: argparse.Namespace) -> dict:
     mask = torch.ones(args.batch_size, args.seq_len, dtype=torch.long, device=args.device)
     import gc
 
+    with torch.no_grad():  # page in memory-mapped weights now, so the peak is the step's, not the file's
+        for p in {id(p): p for p in model.parameters()}.values():
+            p.sum()
     gc.collect()
     rss0 = _mem_kib()["VmRSS"]
     peak_ok = _reset_peak()
