@@ -382,3 +382,42 @@ def test_hub_error_http_detail_and_redaction():
     msg, _ = hub_message(http(400, {"X-Error-Message": "token hf_SECRET is bad"}, "x"),
                          token="hf_SECRET")
     assert "hf_SECRET" not in msg and "token hf_*** is bad" in msg
+
+
+def test_survivor_killers(cfg, monkeypatch, caplog):
+    """Details mutation testing found unchecked: each assertion pins one behaviour."""
+    import httpx2
+    import requests
+
+    cfg.write_text('[hub]\nrepo = "org/cat"\n')  # a file without [sql]: the defaults
+    assert load_sql_limits() == SqlLimits()
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(HubError) as info:
+        hub_token(None, required=True)
+    assert str(info.value) == ("no Hugging Face token: set HF_TOKEN (a write token) or run "
+                               "`hf auth login`")
+    # the HTTP libraries' own connection errors are transient too
+    assert is_transient(httpx2.ConnectError("refused"))
+    assert is_transient(requests.ConnectionError("refused"))
+    assert is_transient(requests.Timeout("slow"))
+    assert not is_transient(requests.HTTPError("400"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.local")
+    assert str(hub_error(ValueError("x"), repo_id="o/c")) == (
+        "reaching dataset repo o/c failed: ValueError: x")  # the default action
+    assert str(hub_error(Failure(401), repo_id="o/c")) == (
+        "dataset repo o/c not found or private, and no valid token was sent (401): log in "
+        "with HF_TOKEN or `hf auth login`, or check the repo id")
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    calls = []
+
+    def once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise Failure(503)
+        return 1
+
+    with caplog.at_level(logging.WARNING):
+        with_retries(once, retries=1, backoff=0)
+    assert [r.name for r in caplog.records] == ["lape_hub.config"]

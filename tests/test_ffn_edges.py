@@ -243,6 +243,10 @@ def test_decoder_layers_fallback_to_longest_list():
     with pytest.raises(ArchitectureError, match=r"^no decoder layer list in Module \(trunk Module "
                                                 r"children: none\)$"):
         decoder_layers(empty)
+    only_empty = nn.Module()
+    only_empty.blocks = nn.ModuleList()  # an empty list is no layer list
+    with pytest.raises(ArchitectureError, match="no decoder layer list"):
+        decoder_layers(only_empty)
     kids = nn.Module()
     kids.a, kids.b = nn.Linear(1, 1), nn.ReLU()
     with pytest.raises(ArchitectureError, match=r"children: a=Linear, b=ReLU\)$"):

@@ -87,6 +87,12 @@ def test_to_arrow_long_form(metric):
     assert [str(f.type) for f in t.schema] == ["string"] * 2 + ["int64"] * 3 + ["double"]
 
 
+def test_jaccard_of_single_neuron_sets():
+    m = OverlapMatrix(["aaa", "bbb"], np.array([1, 1]), np.array([[1, 1], [1, 1]]), "jaccard")
+    assert m.to_arrow().column("jaccard").to_pylist() == [1.0] * 4  # union 1, not 2
+    np.testing.assert_array_equal(m.values, np.ones((2, 2)))
+
+
 def test_to_pandas():
     pytest.importorskip("pandas")
     df = matrix().to_pandas()
