@@ -98,7 +98,9 @@ def test_prepare_execute_and_multi(con):
                    "and then executed; run the SELECT itself")
     assert refused(con, "EXECUTE p").startswith("refused: EXECUTE: ")
     con.execute("CREATE TABLE t AS SELECT 1 AS k, 'a' AS v")
-    assert "PIVOT t ON col IN (...)" in refused(con, "PIVOT t ON v USING sum(k)")
+    assert refused(con, "PIVOT t ON v USING sum(k)") == (
+        "refused: this statement expands into several (a PIVOT without an IN list creates a "
+        "type first); list the values: PIVOT t ON col IN (...)")
 
 
 def test_explain_wrapping(con):
@@ -176,8 +178,8 @@ def test_connect_memory_limit(cat):
     value = c.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
     assert value.startswith("117") or value.startswith("123")  # MiB or MB as printed
     c.close()
-    with pytest.raises(QueryError, match="cannot open DuckDB .memory limit 'lots'"):
-        connect(cat, limits=SqlLimits(memory_limit="lots"))
+    with pytest.raises(QueryError, match="^cannot open DuckDB .memory limit 'lots'.: .*[Mm]emory"):
+        connect(cat, limits=SqlLimits(memory_limit="lots"))  # DuckDB's own reason follows
 
 
 def test_connect_checks_footers(tmp_path):
