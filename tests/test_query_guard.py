@@ -264,6 +264,9 @@ def test_result_table_and_run_sql(cat):
     assert t.column("lang").to_pylist() == sorted(LANGS)
     rel = run_sql(cat, "SELECT 1 AS one")
     assert rel.fetchall() == [(1,)]
+    limit = result_table(cat, "SELECT current_setting('memory_limit') AS m",
+                         limits=SqlLimits(memory_limit="123MB")).column("m")[0].as_py()
+    assert limit.startswith(("117", "123"))  # the limits reach the connection
     with pytest.raises(QueryRefusedError):
         result_table(cat, "DROP TABLE neurons")
 
