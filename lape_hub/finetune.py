@@ -445,6 +445,13 @@ def _save_artifact(prep: _Prepared, adapter: AdapterConfig, folder: Path) -> Non
     folder.mkdir(parents=True, exist_ok=True)
     if prep.sparse is not None:
         prep.sparse.save(folder)
+        from lape_hub.errors import AdapterMismatchError
+        from lape_hub.peft_form import write_peft_form
+
+        try:  # the exact LoRA form beside it, so peft/transformers load the adapter too
+            write_peft_form(folder, prep.sparse.model)
+        except AdapterMismatchError:
+            pass  # fused gate_up_proj (Phi-3): no LoRA form; lape-hub loads the sparse one
         return
     if adapter.method in PEFT_METHODS:
         prep.model.save_pretrained(str(folder))

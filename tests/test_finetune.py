@@ -95,6 +95,11 @@ def test_sparse_run_end_to_end(corpus, tmp_path):
     fresh = apply_adapter(tiny_model("llama"), res.adapter_dir, model_name="tiny-llama", revision="r1",
                           neuron_set=ns)
     assert evaluate(fresh, val) == pytest.approx(res.best_val_loss, rel=1e-5)
+    # ... and so does plain peft on the exact LoRA form written beside it
+    from peft import PeftModel
+
+    via_peft = PeftModel.from_pretrained(tiny_model("llama"), str(res.adapter_dir))
+    assert evaluate(via_peft, val) == pytest.approx(res.best_val_loss, rel=1e-5)
 
     # one catalog row, valid against schemas/adapters.json
     rows = pq.read_table(res.catalog_path).to_pylist()
