@@ -60,12 +60,10 @@ def model_revision(spec: ModelSpec) -> str:
 
 
 def _cpu_has_bf16() -> bool:
-    """True when this CPU has bfloat16 instructions (x86 AVX512-BF16 or AMX-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+    """True when this CPU has bfloat16 instructions (see :func:`lape_hub.device.fast_bf16`)."""
+    from lape_hub.device import fast_bf16
+
+    return fast_bf16("cpu")
 
 
 def resolve_counting_dtype(dtype: str = "auto", device: str = "cpu") -> str:

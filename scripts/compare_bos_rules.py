@@ -9,7 +9,49 @@ Writes the recount under revision <rev>-recount and the BOS-skipped counts under
 corpus id into CAT (resumable: finished languages are skipped). One pass serves both rules:
 the BOS-skipped counts are the counts of every position minus those of the BOS positions.
 """
-REPORT = 'import sys\nimport numpy as np\nfrom lape_hub.builder import read_counts, counted_langs\nfrom lape_hub.catalog import Catalog\nfrom lape_hub.lape import select_lape\nfrom lape_hub.registry import resolve_refset\ncat = Catalog(sys.argv[1])\nrev = "gguf-q4_k_m"\npaper = list(resolve_refset(sys.argv[2]).langs)\ndone = [l for l in paper if l in counted_langs(cat, "gemma-3-270m", revision=rev + "-recount", corpus="sib200:train@16384")\n        and l in counted_langs(cat, "gemma-3-270m", revision=rev, corpus="sib200:train@16384+nobos")]\nprint("languages done:", len(done), done)\nif len(done) < 2:\n    raise SystemExit\nship = read_counts(cat, "gemma-3-270m", done, revision=rev, corpus="sib200:train@16384")\nrec = read_counts(cat, "gemma-3-270m", done, revision=rev + "-recount", corpus="sib200:train@16384")\nskip = read_counts(cat, "gemma-3-270m", done, revision=rev, corpus="sib200:train@16384+nobos")\ndef jac(a, b):\n    a, b = set(a), set(b); return len(a & b) / max(len(a | b), 1)\nS = {n: select_lape(c.over_zero, c.n_tokens) for n, c in (("ship", ship), ("rec", rec), ("skip", skip))}\nprint(f"LAPE over these {len(done)} languages:")\nprint("| language | BOS share | neurons on every BOS | set, BOS counted | set, BOS skipped | Jaccard skip vs counted | Jaccard recount vs shipped |")\nfor k, l in enumerate(done):\n    nb = int(rec.n_tokens[k] - skip.n_tokens[k])\n    bos_counts = rec.over_zero[:, :, k] - skip.over_zero[:, :, k]\n    every = int((bos_counts == nb).sum())\n    a, b, c = S["rec"].neurons(k), S["skip"].neurons(k), S["ship"].neurons(k)\n    print(f"| {l} | {nb / rec.n_tokens[k]:.2%} | {every:,} | {len(a)} | {len(b)} | {jac(a, b):.3f} | {jac(a, c):.3f} |")\njs = [jac(S["rec"].neurons(k), S["skip"].neurons(k)) for k in range(len(done))]\njr = [jac(S["rec"].neurons(k), S["ship"].neurons(k)) for k in range(len(done))]\nd = np.abs(rec.over_zero - ship.over_zero)\nprint(f"skip vs counted: Jaccard {min(js):.3f}-{max(js):.3f} (mean {np.mean(js):.3f}); recount vs shipped: {min(jr):.3f}-{max(jr):.3f}; "\n      f"recount vs shipped counts: {int((d > 0).sum())} of {d.size} (neuron, language) counts differ, max |diff| {int(d.max())}")\nprint("tau", {n: (round(s.tau_filter, 4), round(s.tau_bar, 4)) for n, s in S.items()})\nif len(done) == 12:\n    shipped_sets = [Catalog().neuron_set("gemma-3-270m", l, refset=sys.argv[2]) for l in done]\n    for k, l in enumerate(done):\n        got = [(layer, int(n)) for layer, idx in enumerate(shipped_sets[k].layers) for n in idx]\n        assert got == S["ship"].neurons(k)\n'
+
+
+def report(catdir: str, refset: str) -> None:
+    """Compare the BOS rules' LAPE sets over the languages recounted so far (--report)."""
+    import numpy as np
+    from lape_hub.builder import read_counts, counted_langs
+    from lape_hub.catalog import Catalog
+    from lape_hub.lape import select_lape
+    from lape_hub.registry import resolve_refset
+    cat = Catalog(catdir)
+    rev = "gguf-q4_k_m"
+    paper = list(resolve_refset(refset).langs)
+    done = [l for l in paper if l in counted_langs(cat, "gemma-3-270m", revision=rev + "-recount", corpus="sib200:train@16384")
+            and l in counted_langs(cat, "gemma-3-270m", revision=rev, corpus="sib200:train@16384+nobos")]
+    print("languages done:", len(done), done)
+    if len(done) < 2:
+        return
+    ship = read_counts(cat, "gemma-3-270m", done, revision=rev, corpus="sib200:train@16384")
+    rec = read_counts(cat, "gemma-3-270m", done, revision=rev + "-recount", corpus="sib200:train@16384")
+    skip = read_counts(cat, "gemma-3-270m", done, revision=rev, corpus="sib200:train@16384+nobos")
+    def jac(a, b):
+        a, b = set(a), set(b); return len(a & b) / max(len(a | b), 1)
+    S = {n: select_lape(c.over_zero, c.n_tokens) for n, c in (("ship", ship), ("rec", rec), ("skip", skip))}
+    print(f"LAPE over these {len(done)} languages:")
+    print("| language | BOS share | neurons on every BOS | set, BOS counted | set, BOS skipped | Jaccard skip vs counted | Jaccard recount vs shipped |")
+    for k, l in enumerate(done):
+        nb = int(rec.n_tokens[k] - skip.n_tokens[k])
+        bos_counts = rec.over_zero[:, :, k] - skip.over_zero[:, :, k]
+        every = int((bos_counts == nb).sum())
+        a, b, c = S["rec"].neurons(k), S["skip"].neurons(k), S["ship"].neurons(k)
+        print(f"| {l} | {nb / rec.n_tokens[k]:.2%} | {every:,} | {len(a)} | {len(b)} | {jac(a, b):.3f} | {jac(a, c):.3f} |")
+    js = [jac(S["rec"].neurons(k), S["skip"].neurons(k)) for k in range(len(done))]
+    jr = [jac(S["rec"].neurons(k), S["ship"].neurons(k)) for k in range(len(done))]
+    d = np.abs(rec.over_zero - ship.over_zero)
+    print(f"skip vs counted: Jaccard {min(js):.3f}-{max(js):.3f} (mean {np.mean(js):.3f}); recount vs shipped: {min(jr):.3f}-{max(jr):.3f}; "
+          f"recount vs shipped counts: {int((d > 0).sum())} of {d.size} (neuron, language) counts differ, max |diff| {int(d.max())}")
+    print("tau", {n: (round(s.tau_filter, 4), round(s.tau_bar, 4)) for n, s in S.items()})
+    if len(done) == 12:
+        shipped_sets = [Catalog().neuron_set("gemma-3-270m", l, refset=refset) for l in done]
+        for k, l in enumerate(done):
+            got = [(layer, int(n)) for layer, idx in enumerate(shipped_sets[k].layers) for n in idx]
+            assert got == S["ship"].neurons(k)
+
 
 import sys, time
 from pathlib import Path
@@ -25,9 +67,7 @@ from lape_hub.registry import resolve_model, resolve_refset
 
 catdir, dtype, refset = sys.argv[1], sys.argv[2], sys.argv[3]
 if "--report" in sys.argv:
-    import runpy
-    sys.argv = [sys.argv[0], catdir, refset]
-    exec(compile(REPORT, "report", "exec"))
+    report(catdir, refset)
     raise SystemExit
 cat = Catalog(catdir)
 spec = resolve_model("gemma-3-270m"); rev = model_revision(spec)

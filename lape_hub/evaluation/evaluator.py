@@ -139,7 +139,7 @@ def load_system(model: str, *, adapter: str | os.PathLike | None = None,
         run_id, method, sig = adapter_run_id(adapter, catalog), cfg.method, cfg.signature
         source = str(adapter)
     if merged is not None:
-        from lape_hub.sparse_adapter import ADAPTER_CONFIG_NAME, AdapterConfig
+        from lape_hub.sparse_adapter import ADAPTER_CONFIG_NAME
 
         merged = Path(merged)
         if not (merged / "config.json").is_file():
