@@ -48,12 +48,25 @@ def test_export_round_trip_exact(catalog, tmp_path, fmt):
     want = [catalog.neuron_set("gemma-3-270m", x) for x in langs]
     got = read_neuron_sets(out, model="gemma-3-270m", langs=langs, refset="test-4")
     assert [g.content_hash for g in got] == [w.content_hash for w in want]
-    # re-import into a fresh catalog and export again: byte-identical torch lists
+    # the torch list format round-trips exactly: re-import into a fresh catalog (a registry
+    # refset holding these languages) and export again gives the same bytes
+    if fmt == "pt":
+        fresh = tmp_path / "fresh"
+        r = run("import", str(out), "--model", "gemma-3-270m", "--langs", ",".join(langs),
+                "--refset", "paper-12", "--catalog", str(fresh))
+        assert r.exit_code == 0, r.output
+        again = tmp_path / "again.pt"
+        r = run("export", "--model", "gemma-3-270m", "--refset", "paper-12", "--langs",
+                ",".join(langs), "--catalog", str(fresh), "-o", str(again))
+        assert r.exit_code == 0, r.output
+        assert again.read_bytes() == out.read_bytes()
     if fmt == "pt":
         import torch
 
         a = torch.load(out, weights_only=True)
         assert len(a) == 4 and len(a[0]) == 18 and a[0][0].dtype == torch.long
+        assert [[t.tolist() for t in lang] for lang in a] == [
+            [list(map(int, layer)) for layer in w.layers] for w in want]
 
 
 def test_sql_read_only(catalog):
@@ -108,7 +121,17 @@ def test_overlap_matrix(catalog):
 
 def test_list(catalog):
     r = run("list", catalog=catalog)
-    assert "activation_counts" in r.output and "test-4" in r.output
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == f"catalog: {catalog.root}"
+    rows = [ln.split() for ln in lines[3:]]
+    # one row per (table, model, set): 4 languages counted, LAPE and neurons over test-4
+    by_table = {row[0]: row for row in rows}
+    assert sorted(by_table) == ["activation_counts", "lape", "neurons"]
+    assert by_table["activation_counts"][1:3] == ["gemma-3-270m", "synthetic"]
+    assert by_table["activation_counts"][3:5] == ["4", "4"]          # langs, files
+    assert by_table["neurons"][1:5] == ["gemma-3-270m", "test-4", "top0.05-f0.95-b0.95", "4"]
+    assert by_table["lape"][1:3] == ["gemma-3-270m", "test-4"]
 
 
 @pytest.mark.parametrize("args,needle", [
