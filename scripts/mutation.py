@@ -37,7 +37,8 @@ MODULE_TESTS: dict[str, list[str]] = {
     "activation_counts": ["tests/test_activation_counts.py"],
     "ffn": ["tests/test_ffn_edges.py", "tests/test_ffn.py"],
     "query": ["tests/test_query_guard.py"],  # in process; test_attacks_sql.py adds minutes
-    "catalog": ["tests/test_catalog.py", "tests/test_builder_catalog.py"],
+    "catalog": ["tests/test_catalog.py", "tests/test_catalog_paths.py",
+                "tests/test_builder_catalog.py", "tests/test_catalog_edges.py"],  # 7 s together
     "atomic": ["tests/test_atomic.py"],
     "schemas": ["tests/test_schemas.py", "tests/test_catalog.py"],
     "sparse_adapter": ["tests/test_sparse_adapter.py"],
