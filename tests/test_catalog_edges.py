@@ -239,3 +239,37 @@ def test_lock_is_reentrant_and_released(tmp_path):
     other.acquire()  # released after the writes: another process-level lock gets it
     other.release()
     assert os.path.exists(tmp_path / ".lock")
+
+
+def test_default_root_quoting_and_messages(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAPE_HUB_CATALOG", str(tmp_path / "env-cat"))
+    assert Catalog().root == tmp_path / "env-cat"
+    cat = Catalog(tmp_path / "a" / "b")  # the lock creates missing parent folders
+    cat.write("neurons", _entry([_ns("mlt_Latn", [1])]))
+    assert (tmp_path / "a/b/.lock").exists()
+    p = cat.entry_path("neurons", {"model": "X\0Y", "refset": "r%", "selection": "s"})
+    assert p.parts[-4:-1] == ("model=X%00Y", "refset=r%25", "selection=s")
+    with pytest.raises(SchemaError, match=r"neurons: partition key lacks \['refset', 'selection'\]"):
+        cat.entry_path("neurons", {"model": "m"})
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m/CATALOG.json").write_text("{")
+    with pytest.raises(SchemaError, match=f"^catalog {tmp_path / 'm'}: CATALOG.json is not"):
+        Catalog(tmp_path / "m")
+
+
+def test_busy_message_names_the_catalog_and_the_wait(tmp_path, monkeypatch):
+    from filelock import Timeout
+
+    from lape_hub.errors import CatalogBusyError
+
+    class Held:
+        def acquire(self):
+            raise Timeout("x")
+
+    monkeypatch.setattr(c, "LOCK_TIMEOUT_S", 0.25)
+    with pytest.raises(CatalogBusyError, match=f"catalog {tmp_path} is locked .*0.25 s"):
+        with c._LockGuard(Held(), tmp_path):
+            pass
+    cat = Catalog(tmp_path)
+    cat.lock()
+    assert cat._lock.timeout == 0.25
