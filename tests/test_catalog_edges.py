@@ -273,3 +273,12 @@ def test_busy_message_names_the_catalog_and_the_wait(tmp_path, monkeypatch):
     cat = Catalog(tmp_path)
     cat.lock()
     assert cat._lock.timeout == 0.25
+
+
+def test_summary_of_counts_sums_every_file(catalog):
+    files = sorted(catalog.root.glob("activation_counts/**/data.parquet"))
+    assert len(files) == 4
+    (row,) = [r for r in catalog.summary() if r["table"] == "activation_counts"]
+    assert row["files"] == 4 and row["langs"] == 4 and row["selection"] == ""
+    assert row["bytes"] == sum(p.stat().st_size for p in files)
+    assert row["set"] == "synthetic" and row["model"] == "gemma-3-270m"
