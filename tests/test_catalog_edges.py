@@ -282,3 +282,50 @@ def test_summary_of_counts_sums_every_file(catalog):
     assert row["files"] == 4 and row["langs"] == 4 and row["selection"] == ""
     assert row["bytes"] == sum(p.stat().st_size for p in files)
     assert row["set"] == "synthetic" and row["model"] == "gemma-3-270m"
+
+
+def test_other_models_and_skipped_entries_do_not_leak(tmp_path):
+    cat = Catalog(tmp_path)
+    other = NeuronSet("other-model", "mlt_Latn", [np.array([8], np.int64)] + [np.array([], np.int64)] * 17,
+                      d_model=640, d_ffn=2048, refset="paper-12")
+    cat.write("neurons", _entry([other]))
+    cat.write("neurons", _entry([NeuronSet("other-model", "npi_Deva", other.layers, d_model=640,
+                                           d_ffn=2048, refset="only-other")]))
+    assert cat.neuron_sets_available("gemma-3-270m") == {}
+    with pytest.raises(NotInCatalogError):
+        cat.neuron_set("gemma-3-270m", "mt")
+    with pytest.raises(UnknownRefsetError):  # a custom set of another model is not ours
+        cat.refset_name("gemma-3-270m", "only-other")
+    cat.write("neurons", _entry([_ns("mlt_Latn", [5], refset="zzz")]))
+    assert cat.neuron_set("gemma-3-270m", "mt").layers[0].tolist() == [5]
+    # the preferred entry (paper-12) does not list npi_Deva: skip it, keep looking
+    cat.write("neurons", _entry([_ns("mlt_Latn", [1])], langs=["mlt_Latn"]))
+    cat.write("neurons", _entry([_ns("npi_Deva", [6], refset="zzz")], selection="s2"))
+    assert cat.neuron_set("gemma-3-270m", "npi_Deva").layers[0].tolist() == [6]
+
+
+def test_corrupt_file_messages_carry_pyarrow_first_line(tmp_path):
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"PAR1 not parquet at all PAR1")
+    for fn in (lambda: c._distinct(junk, "lang"), lambda: first_row(junk)):
+        with pytest.raises(SchemaError) as e:
+            fn()
+        msg = str(e.value)
+        assert msg.startswith(f"corrupt Parquet file {junk}: ") and not msg.endswith(": None")
+        assert "\n" not in msg
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 11)
+    with pytest.raises(ValueError, match=f"^{small} is over 10 bytes$"):
+        c._read_small(small, 10)
+
+
+@pytest.mark.parametrize("doc,match", [
+    ("{", r"manifest \(unreadable, not a small regular file, or not JSON\)$"),
+    (json.dumps({"schema_version": "x" * 100}),
+     r'^here: CATALOG.json has schema_version "x{39}, not a positive integer: not a lape-hub '
+     r"catalog manifest$"),
+])
+def test_manifest_messages_are_exact(tmp_path, doc, match):
+    (tmp_path / "CATALOG.json").write_text(doc)
+    with pytest.raises(SchemaError, match=match):
+        check_manifest(tmp_path / "CATALOG.json", "here")
