@@ -329,3 +329,38 @@ def test_manifest_messages_are_exact(tmp_path, doc, match):
     (tmp_path / "CATALOG.json").write_text(doc)
     with pytest.raises(SchemaError, match=match):
         check_manifest(tmp_path / "CATALOG.json", "here")
+
+
+def test_rows_split_by_others_and_the_registry_shape(tmp_path):
+    from lape_hub.registry import resolve_model
+
+    cat = Catalog(tmp_path)
+    t = _entry([_ns("mlt_Latn", [1, 2]), _ns("npi_Deva", [3, 4])])
+    cat.write("neurons", t.take(pa.array([0, 2, 3, 1])))  # mlt at rows 0 and 3
+    got = cat.read("neurons", columns=["neuron"], rows={"lang": "mlt_Latn"})
+    assert got.column("neuron").to_pylist() == [1, 2]
+    ns = cat.neuron_set("gemma-3-270m", "mt")
+    spec = resolve_model("gemma-3-270m")
+    assert ns.layers[0].tolist() == [1, 2] and ns.model == spec.alias
+    assert (ns.d_model, ns.d_ffn, ns.total_params) == (spec.d_model, spec.d_ffn, spec.total_params)
+
+
+def test_missing_set_message_names_only_a_given_refset(tmp_path):
+    cat = Catalog(tmp_path)
+    with pytest.raises(NotInCatalogError, match=f"gemma-3-270m · npi_Deva in catalog {tmp_path};"):
+        cat.neuron_set("gemma-3-270m", "ne")
+    cat.write("neurons", _entry([_ns("mlt_Latn", [1], refset="zzz")]))
+    with pytest.raises(NotInCatalogError, match="npi_Deva refset zzz in catalog .*--refset zzz"):
+        cat.neuron_set("gemma-3-270m", "ne", refset="zzz")
+
+
+def test_data_pages_corrupt_behind_a_good_footer(tmp_path):
+    cat = Catalog(tmp_path)
+    p = cat.write("neurons", _entry([_ns("mlt_Latn", list(range(200)))]))
+    raw = bytearray(p.read_bytes())
+    raw[4:len(raw) // 3] = b"\xff" * (len(raw) // 3 - 4)  # pages gone, footer intact
+    p.write_bytes(bytes(raw))
+    with pytest.raises(SchemaError) as e:
+        cat.read("neurons")
+    msg = str(e.value)
+    assert msg.startswith(f"corrupt Parquet file {p}: ") and not msg.endswith(": None")
