@@ -364,3 +364,15 @@ def test_data_pages_corrupt_behind_a_good_footer(tmp_path):
         cat.read("neurons")
     msg = str(e.value)
     assert msg.startswith(f"corrupt Parquet file {p}: ") and not msg.endswith(": None")
+
+
+def test_files_are_written_compressed_with_statistics_and_dictionaries(tmp_path):
+    cat = Catalog(tmp_path)
+    p = cat.write("neurons", _entry([_ns("mlt_Latn", [1, 2, 3])]))
+    meta = pq.ParquetFile(p).metadata
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    col = meta.row_group(0).column(names.index("lang"))
+    assert col.compression == "ZSTD" and col.statistics is not None and col.statistics.has_min_max
+    assert any("DICTIONARY" in enc for enc in col.encodings)
+    text = (tmp_path / "CATALOG.json").read_text()
+    assert text == json.dumps(json.loads(text), indent=2) + "\n"
