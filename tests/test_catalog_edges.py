@@ -129,7 +129,8 @@ def test_entries_filter_and_foreign_folders(tmp_path):
     bad = tmp_path / "neurons/model=a/refset=%2f/selection=s/data.parquet"  # lower-case quote
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"")
-    with pytest.raises(SchemaError, match="not a catalog file name"):
+    with pytest.raises(SchemaError, match=r"data.parquet: not a catalog file name lape-hub writes \(partition folders "
+                       r"must be the table's key, values as lape-hub quotes them\)$"):
         cat.entries("neurons")
 
 
