@@ -49,6 +49,8 @@ MODULE_TESTS: dict[str, list[str]] = {
     "output_paths": ["tests/test_attacks_io.py"],
     "formats": ["tests/test_cli_read.py", "tests/test_attacks_io.py"],
     "languages": ["tests/test_languages.py", "tests/test_registry.py"],
+    "signature": ["tests/test_signature_digest_edges.py"],
+    "digest": ["tests/test_signature_digest_edges.py"],
 }
 
 def resolve(module: str) -> tuple[str, str]:
