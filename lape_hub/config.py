@@ -74,23 +74,33 @@ def config_path() -> Path:
     return Path(user_config_dir("lape-hub")) / "config.toml"
 
 
-def load_settings() -> HubSettings:
-    """Read the ``[hub]`` table; a missing file gives the defaults, a malformed one an error."""
+def config_table(name: str, known: tuple[str, ...], error: type[Exception]
+                 ) -> tuple[Path, dict[str, Any] | None]:
+    """``(config path, its [name] table)``; None when the file does not exist. A malformed
+    file, a non-table or an unknown key raises ``error`` with one line naming the file."""
     path = config_path()
     if not path.is_file():
-        return HubSettings()
+        return path, None
     from lape_hub.toml import load_toml
 
     try:
-        hub = load_toml(path).get("hub", {})
+        table = load_toml(path).get(name, {})
     except RegistryError as e:
-        raise HubError(f"config file {e}") from None
-    if not isinstance(hub, dict):
-        raise HubError(f"{path}: [hub] must be a table")
-    unknown = sorted(set(hub) - {"repo", "adapter_namespace", "private", "max_download_mb"})
+        raise error(f"config file {e}") from None
+    if not isinstance(table, dict):
+        raise error(f"{path}: [{name}] must be a table")
+    unknown = sorted(set(table) - set(known))
     if unknown:
-        raise HubError(f"{path}: unknown [hub] keys {unknown} (known: repo, adapter_namespace, "
-                       "private, max_download_mb)")
+        raise error(f"{path}: unknown [{name}] keys {unknown} (known: {', '.join(known)})")
+    return path, table
+
+
+def load_settings() -> HubSettings:
+    """Read the ``[hub]`` table; a missing file gives the defaults, a malformed one an error."""
+    path, hub = config_table("hub", ("repo", "adapter_namespace", "private", "max_download_mb"),
+                             HubError)
+    if hub is None:
+        return HubSettings()
     cap = hub.get("max_download_mb")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float))
                             or not 0 < cap < float("inf")):
@@ -187,21 +197,8 @@ def load_sql_limits(timeout_s: float | None = None,
     :class:`SqlLimits`' defaults (60 s, 50 % of RAM)."""
     from lape_hub.errors import QueryError
 
-    table: dict[str, Any] = {}
-    path = config_path()
-    if path.is_file():
-        from lape_hub.toml import load_toml
-
-        try:
-            table = load_toml(path).get("sql", {})
-        except RegistryError as e:
-            raise QueryError(f"config file {e}") from None
-        if not isinstance(table, dict):
-            raise QueryError(f"{path}: [sql] must be a table")
-        unknown = sorted(set(table) - {"timeout", "memory_limit"})
-        if unknown:
-            raise QueryError(f"{path}: unknown [sql] keys {unknown} (known: timeout, "
-                             "memory_limit)")
+    path, table = config_table("sql", ("timeout", "memory_limit"), QueryError)
+    table = table or {}
     limits = SqlLimits()
     timeout = (check_timeout(timeout_s) if timeout_s is not None
                else check_timeout(table["timeout"], source=f"{path}: [sql] timeout")
