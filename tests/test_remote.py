@@ -105,6 +105,31 @@ def test_offline_works_from_the_cache(hub, tmp_path, monkeypatch):
         remote_catalog("alice/other", model="gemma-3-270m")
 
 
+def test_offline_reads_a_pinned_commit_from_the_cache(hub, tmp_path, monkeypatch):
+    """A commit sha pinned by the caller needs no ref: offline, that commit's cached files
+    are served (not main's, which moved on), and another commit is refused by name."""
+    published(hub, tmp_path)
+    first = hub.repo(REPO).head
+    pinned = remote_catalog(REPO, revision=first, model="gemma-3-270m", tables=["neurons"])
+    publish_catalog(build_catalog(tmp_path / "local", ("npi_Deva", "mlt_Latn", "afr_Latn",
+                                                       "isl_Latn")), REPO, backoff=0.01)
+    second = hub.repo(REPO).head
+    remote_catalog(REPO, model="gemma-3-270m", tables=["neurons"])      # main -> second
+    assert not (hub_cache_dir(REPO) / "refs" / first).exists()
+    hub.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = remote_catalog(REPO, revision=first, model="gemma-3-270m", tables=["neurons"])
+    assert offline.root == pinned.root and offline.root.name == first
+    assert files_under(offline.root) == files_under(pinned.root)
+    sets = offline.neuron_sets_available("gemma-3-270m")[("paper-12", "top0.05-f0.95-b0.95")]
+    assert len(sets) == 3                               # the pinned commit, not main's 4
+    assert remote_catalog(REPO, model="gemma-3-270m", tables=["neurons"]).root.name == second
+    other = "0" * 40
+    with pytest.raises(HubError, match=rf"offline \(HF_HUB_OFFLINE=1\) and dataset repo "
+                                       rf"{REPO}@{other[:12]} is not cached"):
+        remote_catalog(REPO, revision=other, model="gemma-3-270m", tables=["neurons"])
+
+
 def test_newer_remote_schema_is_refused(hub, tmp_path):
     local = build_catalog(tmp_path / "local", counts=False)
     hub.add_repo("alice/future", files={
