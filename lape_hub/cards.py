@@ -47,13 +47,34 @@ def _card(cls: type, data: Any, body: str) -> Any:
     return card
 
 
-def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table (``|`` in cells escaped, newlines flattened).
+
+    >>> print(md_table(["a", "b"], [[1, "x|y"]]))
+    | a | b |
+    |---|---|
+    | 1 | x\\|y |
+    """
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+_md_table = md_table
+
+
+def value_cell(value: float, ci_low: float | None = None, ci_high: float | None = None) -> str:
+    """An evaluation result as the comparison tables show it: two decimals, and the 95 %
+    interval in brackets when both ends are stored (cards and ``lape-hub report``).
+
+    >>> value_cell(23.4, 21.04, 25.9), value_cell(21.5)
+    ('23.40 [21.0, 25.9]', '21.50')
+    """
+    ci = f" [{ci_low:.1f}, {ci_high:.1f}]" if ci_low is not None and ci_high is not None else ""
+    return f"{value:.2f}{ci}"
 
 
 def hub_language_codes(codes: Iterable[str]) -> list[str]:
@@ -149,6 +170,35 @@ def size_category(n_rows: int) -> str:
     return "n>1T" if n_rows >= 10**12 else "10B<n<100B" if n_rows < 10**11 else "100B<n<1T"
 
 
+def _local_rows(catalog: "Catalog", table: str, columns: Sequence[str],
+                skip: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Rows of ``table`` from the catalog's files, leaving out ``skip`` (repo paths)."""
+    from lape_hub.schemas import table_schema
+
+    schema = table_schema(table)
+    skipped = {catalog.root / p for p in skip}
+    out: list[dict[str, Any]] = []
+    for entry in catalog.entries(table):
+        if entry.path not in skipped:
+            out += catalog._read_file(schema, entry.path, list(columns)).to_pylist()
+    return out
+
+
+def evaluation_summary(catalog: "Catalog", exclude_local: Iterable[str] = ()) -> str:
+    """The dataset card's table of every evaluated run (one line per run: model, language,
+    method, seed, main target metrics and the English control), built from the ``evals``
+    and ``adapters`` tables; a sentence when ``evals`` is empty."""
+    from lape_hub.evaluation.report import catalog_summary, summary_markdown
+
+    skip = list(exclude_local)
+    evals = _local_rows(catalog, "evals", ["model", "run_id", "lang", "task", "direction",
+                                           "metric", "split", "method", "value", "ci_low",
+                                           "ci_high"], skip)
+    adapters = _local_rows(catalog, "adapters", ["model", "lang", "method", "run_id",
+                                                 "trainable_params", "tokens", "params"], skip)
+    return summary_markdown(catalog_summary(evals, adapters))
+
+
 def catalog_card(catalog: "Catalog", *, repo_id: str, remote_paths: Iterable[str] = (),
                  exclude_local: Iterable[str] = (), license: str = "apache-2.0") -> "DatasetCard":
     """The dataset card (README.md) of the catalog published as ``repo_id``.
@@ -204,6 +254,14 @@ def catalog_card(catalog: "Catalog", *, repo_id: str, remote_paths: Iterable[str
               f"`{r.signature}`" if r.signature else "—") for r in rows]))
     else:
         body.append("The catalog is empty.")
+    body += ["", "## Evaluation results", "",
+             "Every evaluated run (the base model first) of each model · language, from the "
+             "`evals` table (`test` split where it has results; 95 % intervals, per-example "
+             "data and signatures are in the table, and `lape-hub report --model M --lang X` "
+             "renders one model · language in full). X→en / en→X: translation between the "
+             "language and English; topic: SIB-200 accuracy by option log-likelihood; EN: the "
+             "English control (perplexity, SIB-200 topic).", "",
+             evaluation_summary(catalog, exclude_local)]
     body += ["", "## Tables", ""]
     for t in tables:
         s = table_schema(t)
@@ -388,9 +446,8 @@ def eval_comparison_table(rows: Iterable[Mapping[str, Any]], run_id: str) -> str
     cells: dict[tuple, dict[str, str]] = {}
     for r in rows:
         key = (r["task"], r["direction"], r["metric"], r["split"])
-        ci = (f" [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
-              if r.get("ci_low") is not None and r.get("ci_high") is not None else "")
-        cells.setdefault(key, {})[r["run_id"]] = f"{r['value']:.2f}{ci}"
+        cells.setdefault(key, {})[r["run_id"]] = value_cell(r["value"], r.get("ci_low"),
+                                                            r.get("ci_high"))
     keys = sorted(k for k in cells if run_id in cells[k])
     header = ["task", "direction", "metric", "split"] + list(systems.values())
     return _md_table(header, [list(k) + [cells[k].get(s, "—") for s in systems] for k in keys])

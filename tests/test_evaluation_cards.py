@@ -90,3 +90,57 @@ def test_adapter_run_id_from_catalog_and_card_rows(tmp_path):
     record_evals(full, cat)
     run_id, rows = adapter_eval_rows(info.path, "gemma-3-270m", "mlt_Latn", cat)
     assert run_id == artifact_sha256(info.path)[:12] and len(rows) == len(ROWS)
+
+
+def _full(rows, **extra):
+    from lape_hub.schemas import table_schema
+
+    out = []
+    for r in rows:
+        row = {c: None for c in table_schema("evals").columns}
+        row.update(r, revision="r", value=float(r["value"]), seconds=0.0, signature="s",
+                   lape_hub_version="0", params="{}", created_at=datetime.now(timezone.utc))
+        row.update(extra)
+        out.append(row)
+    return out
+
+
+def test_catalog_card_summarises_every_evaluated_run(tmp_path):
+    import pyarrow as pa
+
+    from lape_hub.cards import catalog_card
+    from lape_hub.catalog import Catalog
+    from lape_hub.evaluation.results import record_evals
+    from lape_hub.schemas import table_schema
+
+    cat = Catalog(tmp_path / "cat")
+    cat.root.mkdir()
+    body = str(catalog_card(cat, repo_id="a/b"))
+    assert "## Evaluation results" in body and "the `evals` table is empty" in body
+    english = _full([_row("abc123def456", "lape-sparse", "topic", "eng_Latn", "acc_ll", 61.0),
+                     _row("base", "base", "topic", "eng_Latn", "acc_ll", 64.0)],
+                    lang="eng_Latn")
+    record_evals(_full(ROWS) + english, cat)
+    schema = table_schema("adapters")
+    adapter = {c: None for c in schema.columns}
+    adapter.update(model="gemma-3-270m", lang="mlt_Latn", method="lape-sparse",
+                   run_id="abc123def456", revision="r", repo_id="google/gemma-3-270m",
+                   trainable_params=36864, share=0.1, tokens=1000, steps=1, best_step=1,
+                   best_val_loss=2.0, artifact_path="x", artifact_sha256="0" * 64,
+                   signature="s", lape_hub_version="0", created_at=datetime.now(timezone.utc),
+                   params=json.dumps({"hyperparameters": {"seed": 3}}))
+    cat.write("adapters", pa.Table.from_pylist([adapter], schema=schema.arrow))
+    body = str(catalog_card(cat, repo_id="a/b"))
+    section = body.split("## Evaluation results")[1].split("## Tables")[0]
+    lines = [l for l in section.splitlines() if l.startswith("| gemma-3-270m")]
+    # base, lape-sparse, lora: one line each (test split; lape-sparse's topic is dev only)
+    assert [l.split(" | ")[2] for l in lines] == ["base", "lape-sparse", "lora"]
+    base, sparse, lora = (l.split(" | ") for l in lines)
+    assert sparse[3] == "3" and sparse[4] == "`abc123def456`" and lora[3] == "—"
+    # columns: X→en chrF++, en→X chrF++, topic acc_ll, ppl X, EN: ppl, EN: topic acc_ll
+    assert sparse[6:12] == ["23.40", "—", "—", "—", "21.50", "61.00 |"]
+    assert base[6] == "19.20" and base[11] == "64.00 |" and lora[6] == "22.00"
+    # files that stay as the remote has them are not summarised
+    skip = [e.path.relative_to(cat.root).as_posix() for e in cat.entries("evals")]
+    assert "the `evals` table is empty" in str(catalog_card(cat, repo_id="a/b",
+                                                            exclude_local=skip))

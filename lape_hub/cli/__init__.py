@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "lape_hub.cli.finetune:finetune",
     "merge": "lape_hub.cli.finetune:merge",
     "eval": "lape_hub.cli.evaluate:eval_",
+    "report": "lape_hub.cli.report:report",
     "publish": "lape_hub.cli.publish:publish",
     "plot": "lape_hub.cli.plot:plot",
 }
@@ -50,6 +51,7 @@ HELP = {
     "finetune": "Sparse fine-tuning of a language's neurons (and baselines).",
     "merge": "Merge an adapter into a full model folder.",
     "eval": "Evaluate a model or adapter on the paper's tasks (eval compare: significance).",
+    "report": "Base model vs its adapters on a language, from stored evals (Markdown + PNG).",
     "publish": "Publish the catalog and adapters to the Hugging Face Hub.",
     "plot": "Pictures: layers, overlap, zeroing, weight-change, alignment (PNG + data).",
 }
