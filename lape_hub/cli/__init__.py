@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "report": "lape_hub.cli.report:report",
     "publish": "lape_hub.cli.publish:publish",
     "plot": "lape_hub.cli.plot:plot",
+    "add-language": "lape_hub.cli.add_language:add_language",
 }
 
 HELP = {
@@ -54,6 +55,7 @@ HELP = {
     "report": "Base model vs its adapters on a language, from stored evals (Markdown + PNG).",
     "publish": "Publish the catalog and adapters to the Hugging Face Hub.",
     "plot": "Pictures: layers, overlap, zeroing, weight-change, alignment (PNG + data).",
+    "add-language": "One language end to end: counts, LAPE, fine-tune, evaluate, publish.",
 }
 
 
