@@ -211,6 +211,7 @@ def test_read_commands_do_not_import_torch(catalog, tmp_path):
     env = dict(os.environ, LAPE_HUB_CATALOG=str(catalog.root))
     for args in (["fetch", "--model", "gemma-3-270m", "--lang", "mt", "-o", str(tmp_path / "x.json")],
                  ["sql", "SELECT count(*) FROM lape"], ["list"],
-                 ["overlap", "--model", "gemma-3-270m", "--refset", "test-4"]):
+                 ["overlap", "--model", "gemma-3-270m", "--refset", "test-4"],
+                 ["report", "--model", "gemma-3-270m", "--lang", "mt"]):   # exit 2: no evals
         r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
         assert r.returncode == 0, r.stderr

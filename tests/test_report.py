@@ -201,7 +201,7 @@ def test_cli_writes_report_and_imports_no_torch(synthetic, tmp_path):
     assert (out / f"{MODEL}.{X}.test.csv").is_file()
     assert "7 systems × 9 metrics" in r.stdout          # base, 3 seeds, mean, lora, random
     r = run_cli("report", "--model", MODEL, "--lang", "Maltese", "--catalog", str(cat.root))
-    assert r.returncode == 0 and f"| base model |" in r.stdout
+    assert r.returncode == 0 and "| base model |" in r.stdout
     assert f"{values['base']['x2en_chrf']:.2f}" in r.stdout
 
 
@@ -223,3 +223,15 @@ def test_cli_errors_one_line_exit_2(synthetic, tmp_path):
     r = run_cli("report", "--model", MODEL, "--lang", "mt", "-o", str(tmp_path / "file"), *c)
     assert_one_line_error(r, needle="is a file")
     assert tree_hashes(cat.root) == before
+
+
+def test_one_system_with_an_infinite_perplexity_still_plots(tmp_path):
+    from lape_hub.evaluation.report import plot_report, report_from_rows
+
+    rows = [_eval_row("base", "base", "perplexity", X, "ppl", float("inf")),
+            _eval_row("base", "base", "perplexity", EN, "ppl", 12.5)]
+    rep = report_from_rows(MODEL, X, "test", rows)
+    assert [c.key for c in rep.columns] == ["ppl", "en_ppl"] and len(rep.rows) == 1
+    assert "| base model | — | — | — | — | inf | 12.50 |" in rep.to_markdown()
+    png, data = plot_report(rep, tmp_path / "one.png", data_format="csv")
+    assert png.stat().st_size > 0 and data.suffix == ".csv"

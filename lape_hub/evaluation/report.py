@@ -363,7 +363,7 @@ def plot_report(report: Report, png: str | os.PathLike, *, data_format: str = "p
         c = cols[i]
         for yi, r in zip(y, rows):
             cell = r.cells.get(c.key)
-            if cell is None:
+            if cell is None or not math.isfinite(cell.value):
                 continue
             lo = hi = 0.0
             if cell.sd is not None:
@@ -375,7 +375,8 @@ def plot_report(report: Report, png: str | os.PathLike, *, data_format: str = "p
             ax.errorbar([cell.value], [yi], xerr=[[lo], [hi]], fmt="D" if r.is_mean else "o",
                         color=colour[r.method], markersize=7 if r.is_mean else 5, capsize=2.5,
                         markeredgecolor="black" if r.is_mean else colour[r.method])
-        if c.lower_is_better and all(r.cells[c.key].value > 0 for r in rows if c.key in r.cells):
+        if c.lower_is_better and all(r.cells[c.key].value > 0 for r in rows if c.key in r.cells
+                                     and math.isfinite(r.cells[c.key].value)):
             from matplotlib.ticker import NullFormatter
 
             ax.set_xscale("log")
