@@ -118,7 +118,8 @@ def test_no_finetune_then_finetune_then_rerun_skips_every_stage(setup, monkeypat
     assert f"adapter: runs/finetune/tiny-llama/npi_Deva/lape-sparse-{run_id}/adapter" in out
     repo = stage / "alice--tiny-llama-npi_Deva-lape-sparse"
     assert (repo / "lape_adapter.json").is_file() and (repo / "README.md").is_file()
-    assert run_id in (repo / "README.md").read_text() or "perplexity" in (repo / "README.md").read_text()
+    # evaluated before publishing: the card carries the adapter's perplexity
+    assert "name: perplexity npi_Deva ppl" in (repo / "README.md").read_text()
     rows = evals_rows()
     assert {r["run_id"] for r in rows} == {"base", run_id}
     assert sum(r["run_id"] == "base" for r in rows) == n_base
@@ -196,6 +197,10 @@ def test_publish_token_dry_run_and_splits_are_checked_first(setup, monkeypatch, 
     code, line = run_main(capsys, "add-language", *common(corpus), "--publish",
                           "--dry-run", str(root / "stage"))
     assert code == 2 and "not both" in line, line
+    args = common(corpus)
+    del args[args.index("--hub-repo"):args.index("--hub-repo") + 2]
+    code, line = run_main(capsys, "add-language", *args, "--dry-run", str(root / "stage"))
+    assert code == 2 and "no Hub repo given" in line, line
     (corpus / "npi_Deva" / "dev.tsv").unlink()   # fine-tuning validates on it
     code, line = run_main(capsys, "add-language", *common(corpus))
     assert code == 2 and "dev" in line and "npi_Deva" in line, line
