@@ -11,10 +11,11 @@ lm-eval's tasks)::
 
 and the machinery they share: ``generation`` (greedy, batched, KV cache), ``tasks`` (context,
 results, data, prompt hashes), ``evaluator`` (load a base/adapted/merged model, run tasks,
-rows), ``results`` (the ``evals`` table), ``significance`` (paired bootstrap).
+rows), ``results`` (the ``evals`` table), ``significance`` (paired bootstrap), ``report``
+(the paper-style comparison of stored results: Markdown, PNG, the catalog card's summary).
 
-Importing this package imports nothing heavy: ``results`` and ``significance`` work without
-torch.
+Importing this package imports nothing heavy: ``results``, ``significance`` and ``report``
+work without torch.
 
 Example::
 
