@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lape_hub.publisher import PublishResult
 
 __all__ = ["STAGES", "StageReport", "AddLanguageResult", "add_language", "default_refset",
-           "default_corpus"]
+           "default_corpus", "with_eta"]
 
 STAGES = ("counts + LAPE", "fine-tune", "evaluate", "publish")
 
@@ -151,6 +151,35 @@ def _stage_line(echo: Callable[[str], None], k: int, text: str) -> None:
     echo(f"[{k}/{len(STAGES)}] {STAGES[k - 1]}: {text}")
 
 
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``2.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def with_eta(echo: Callable[[str], None], start: float) -> Callable[[str], None]:
+    """``echo`` that adds the stage's ETA to the builder's per-language lines
+    (``[i/n] lang: ...``): the mean time of the languages done so far times those left.
+
+    >>> lines = []
+    >>> say = with_eta(lines.append, time.time() - 20)
+    >>> say("[3/5] mlt_Latn: 1,500 tokens")
+    >>> lines
+    ['[3/5] mlt_Latn: 1,500 tokens · stage ETA 30 s']
+    """
+    import re
+
+    def say(line: str) -> None:
+        m = re.match(r"\[(\d+)/(\d+)\] ", line)
+        if m and int(m[1]) > 1:
+            i, n = int(m[1]), int(m[2])
+            line += f" · stage ETA {_duration((time.time() - start) / (i - 1) * (n - i + 1))}"
+        echo(line)
+
+    return say
+
+
 # ---------------------------------------------------------------------------- the command
 def add_language(model: str, lang: str, *, refset: str | None = None,
                  corpus: str | os.PathLike | None = None, split: str = "train",
@@ -234,7 +263,7 @@ def add_language(model: str, lang: str, *, refset: str | None = None,
 
         report = build(cat, spec.alias, ref_name, corpus, split=split, max_tokens=max_tokens,
                        seq_len=seq_len, device=device, dtype=count_dtype, bos=bos,
-                       progress=progress, echo=echo)
+                       progress=progress, echo=with_eta(echo, time.time()))
         if report.waiting_for:  # build counts every missing language: only a bug lands here
             raise LapeHubError(f"LAPE for {ref_name} still waits for "
                                f"{', '.join(report.waiting_for[:8])}")

@@ -85,6 +85,9 @@ def test_no_finetune_then_finetune_then_rerun_skips_every_stage(setup, monkeypat
     # 1. --no-finetune: counts, LAPE, the base model's evaluation, the catalog staged
     out = cli("add-language", *common(corpus), "--no-finetune", "--dry-run", str(stage))
     assert "[1/4] counts + LAPE: 3 of 3 languages to count" in out, out
+    lines = [x for x in out.splitlines() if x.startswith(("[1/3] ", "[2/3] ", "[3/3] "))]
+    assert len(lines) == 3 and "ETA" not in lines[0], lines   # the builder's languages
+    assert all(" · stage ETA " in x for x in lines[1:]), lines
     assert "[2/4] fine-tune: off (--no-finetune)" in out
     assert "[4/4] publish: what the Hub lacks, staging in" in out
     assert not (root / "runs").exists()
