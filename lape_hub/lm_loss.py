@@ -150,6 +150,22 @@ def chunked_nll(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor
                                    float(softcap) if softcap else None, float(scale), cdtype)
 
 
+def head_logits(head: LmHead, hidden: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of the hidden states ``hidden`` (``[..., d_model]``) through ``head``
+    (bias, logit scale and softcapping as the model applies them): for a few positions only,
+    instead of the model's ``[batch, seq, vocab]`` logits.
+
+    >>> head = lm_head_of(model); head_logits(head, hidden[:, -1]).shape    # doctest: +SKIP
+    torch.Size([2, 262144])
+    """
+    z = F.linear(hidden.float(), head.weight.float(), None if head.bias is None else head.bias.float())
+    if head.scale != 1.0:
+        z = z * head.scale
+    if head.softcap:
+        z = torch.tanh(z / head.softcap) * head.softcap
+    return z
+
+
 def next_token_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ``t`` predicts token ``t + 1``; padding and the last position get ``-100``."""
     labels = input_ids.masked_fill(attention_mask == 0, -100).roll(-1, dims=1)

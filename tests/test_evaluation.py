@@ -85,10 +85,23 @@ def test_topic_parsing():
     assert parse_topic("no idea") is None
 
 
-def test_loglik_option_scores_match_a_by_hand_computation():
+@pytest.mark.parametrize("family", ["llama", "gemma2", "cohere", "plain"])
+def test_loglik_option_scores_match_a_by_hand_computation(family, monkeypatch):
+    """Scored only at the continuation's positions (softcapping: gemma2, logit scale: cohere)
+    or through the model's own logits (plain: a head lm_loss does not know), the numbers are
+    the model's."""
+    from lape_hub import lm_loss
     from lape_hub.evaluation.tasks import sequence_logprobs
 
-    model, tok = tiny_model("llama", seed=3), tiny_tokenizer()
+    if family == "plain":
+        monkeypatch.setattr(lm_loss, "lm_head_of", lambda model: None)
+        family = "llama"
+
+    model, tok = tiny_model(family, seed=3), tiny_tokenizer()
+    if family == "gemma2":
+        model.config.final_logit_softcapping = 0.5      # far from the identity at these logits
+    if family == "cohere":
+        model.logit_scale = model.config.logit_scale = 3.0
     pairs = [("Topic of: the match", " sports"), ("Topic:", " politics"), ("ab", " c")]
     got = sequence_logprobs(model, tok, pairs, batch_size=2)     # batched, right padding
     for (ctx, cont), value in zip(pairs, got):
@@ -98,6 +111,27 @@ def test_loglik_option_scores_match_a_by_hand_computation():
             logp = torch.log_softmax(model(ids).logits[0].float(), -1)
         want = sum(float(logp[len(c) - 1 + k, t[k]]) for k in range(len(t)))
         assert value == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "gemma2", "qwen3"])
+def test_loglik_options_of_one_context_reuse_its_cache_and_match_by_hand(family):
+    """Several options of one context (multiple choice) run the context once and reuse its
+    KV cache; one- and multi-token options of different lengths score as the model says."""
+    from lape_hub.evaluation.tasks import sequence_logprobs
+
+    model, tok = tiny_model(family, seed=5), tiny_tokenizer()
+    if family == "gemma2":
+        model.config.final_logit_softcapping = 0.5
+    options = [" a", "x", " sports", " science and technology", "y", " politics"]
+    pairs = [("Classify: the match was won", o) for o in options] + \
+            [("Another context", o) for o in options[:2]] + [("alone", " x y")]
+    got = sequence_logprobs(model, tok, pairs, batch_size=3)
+    for (ctx, cont), value in zip(pairs, got):
+        c, t = tok(ctx).input_ids, tok(cont, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([c + t])).logits[0].float(), -1)
+        want = sum(float(logp[len(c) - 1 + k, t[k]]) for k in range(len(t)))
+        assert value == pytest.approx(want, abs=1e-4), (family, cont)
 
 
 def test_loglik_topic_prediction_is_the_argmax(system, monkeypatch):
@@ -110,6 +144,24 @@ def test_loglik_topic_prediction_is_the_argmax(system, monkeypatch):
     monkeypatch.setattr(topic, "sequence_logprobs",
                         lambda m, tok, pairs, batch_size: [fake[c.strip()] for _, c in pairs])
     assert topic.loglik_predictions(ctx, ["x", "y"]) == ["health", "health"]
+
+
+def test_topic_generation_is_capped_and_the_cap_is_stored(system, monkeypatch):
+    from lape_hub.evaluation import generation, topic
+    from lape_hub.evaluation.tasks import EvalContext
+
+    seen = []
+    real = generation.generate
+    monkeypatch.setattr(topic, "generate", lambda m, t, p, s: seen.append(s) or real(m, t, p, s))
+    ctx = EvalContext(system.model, system.tokenizer, "eng_Latn", data_dir=DATA, limit=2,
+                      generation=_gen(40))
+    gen_row = next(r for r in topic.run(ctx) if r.metric == "acc_gen")
+    assert [s.max_new_tokens for s in seen] == [topic.MAX_NEW_TOKENS]
+    assert gen_row.generation["max_new_tokens"] == topic.MAX_NEW_TOKENS
+    assert gen_row.generation["repetition_penalty"] == 1.1
+    ctx.generation = _gen(5)                                    # a smaller setting is kept
+    topic.run(ctx)
+    assert seen[-1].max_new_tokens == 5
 
 
 # ------------------------------------------------------------------------------ generation

@@ -268,6 +268,41 @@ def test_finetune_command_on_a_local_model(corpus, tmp_path):
     assert (tmp_path / "m" / "config.json").is_file()
 
 
+def test_finetune_eval_tasks_evaluate_the_saved_adapter_once(corpus, tmp_path, monkeypatch):
+    """--eval-tasks: the best checkpoint, reloaded from its adapter folder, is evaluated on
+    the target language and (topic) on English; the rows carry the run's id; a rerun
+    neither trains nor evaluates again."""
+    from lape_hub.cli import cli
+    from lape_hub.evaluation.results import read_evals
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = Path(__file__).parent / "fixtures" / "eval" / "sib200"
+    base = save_tiny("llama", tmp_path / "base")
+    args = ["finetune", "--model", str(base), "--lang", "mt", "--corpus", str(corpus), "--method", "ia3",
+            "--seq-len", "48", "--tokens", "200", "--eval-every", "2", "--lr", "1e-2", "-q",
+            "-o", str(tmp_path / "run"), "--catalog", str(tmp_path / "cat"),
+            "--eval-tasks", "topic,perplexity", "--eval-limit", "3", "--eval-data", str(data)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    run_id = json.loads((tmp_path / "run" / "run.json").read_text())["run_id"]
+    rows = read_evals(tmp_path / "cat", run_id=run_id)
+    got = sorted((r["lang"], r["task"], r["metric"], r["direction"]) for r in rows)
+    assert got == [("eng_Latn", "topic", "acc_gen", "eng_Latn"), ("eng_Latn", "topic", "acc_ll", "eng_Latn"),
+                   ("mlt_Latn", "perplexity", "ppl", "eng_Latn"), ("mlt_Latn", "perplexity", "ppl", "mlt_Latn"),
+                   ("mlt_Latn", "topic", "acc_gen", "mlt_Latn"), ("mlt_Latn", "topic", "acc_ll", "mlt_Latn")]
+    assert {r["method"] for r in rows} == {"ia3"} and {r["n_examples"] for r in rows} == {3}
+    assert f"evaluation of {run_id}" in res.output
+    stamp = (tmp_path / "run" / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
+    created = sorted(str(r["created_at"]) for r in rows)
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "already evaluated: topic, perplexity" in res.output
+    assert sorted(str(r["created_at"]) for r in read_evals(tmp_path / "cat", run_id=run_id)) == created
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns >= stamp
+    bad = CliRunner().invoke(cli, args[:-6] + ["--eval-tasks", "nope"])
+    assert bad.exit_code == 2 and "unknown task 'nope'" in bad.output
+
+
 # ----------------------------------------------------------------------------- bf16 autocast
 def test_bf16_autocast_tracks_float32_for_20_steps(corpus, tmp_path):
     """Same method in bf16 autocast: float32 deltas and optimizer state, bf16 products.

@@ -105,6 +105,18 @@ def langs_callback(ctx: click.Context, param: click.Parameter, value):
     return tuple(names)
 
 
+def task_list(values: Sequence[str], default: Sequence[str]) -> list[str]:
+    """Evaluation tasks from repeatable, comma-separated ``--tasks`` values (``default`` when
+    none); an unknown task is a usage error naming the known ones."""
+    from lape_hub.evaluation.evaluator import TASKS
+
+    tasks = split_langs(values) if values else list(default)
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        raise click.UsageError(f"unknown task {bad[0]!r}; use {', '.join(TASKS)}")
+    return tasks
+
+
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
     """Aligned plain-text table."""
     if not rows:

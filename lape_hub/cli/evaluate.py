@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from lape_hub.cli._common import (LANGS_SYNTAX, POSITIVE, catalog_option, langs_callback,
-                                  open_catalog, print_table, split_langs)
+                                  open_catalog, print_table, split_langs, task_list)
 
 _TASKS = "translation, topic, belebele, perplexity, general"
 
@@ -67,12 +67,9 @@ def eval_(ctx, model, adapter, merged, lang, tasks, limit, split, direction, dat
         raise click.UsageError("eval needs --model and --lang (or a subcommand: compare)")
     if limit is not None and limit < 1:
         raise click.UsageError("--limit must be >= 1")
-    from lape_hub.evaluation.evaluator import DEFAULT_TASKS, TASKS
+    from lape_hub.evaluation.evaluator import DEFAULT_TASKS
 
-    task_list = split_langs(tasks) if tasks else list(DEFAULT_TASKS)
-    bad = [t for t in task_list if t not in TASKS]
-    if bad:
-        raise click.UsageError(f"unknown task {bad[0]!r}; use {_TASKS}")
+    tasks_ = task_list(tasks, DEFAULT_TASKS)
     from lape_hub.languages import resolve_language
 
     code = resolve_language(lang).code   # a bad language fails before the model loads
@@ -88,7 +85,7 @@ def eval_(ctx, model, adapter, merged, lang, tasks, limit, split, direction, dat
     catalog = None if no_record else open_catalog(catalog_dir)
     system = load_system(model, adapter=adapter, merged=merged, device=device, dtype=dtype,
                          catalog=catalog)
-    run = evaluate(system, code, task_list, split=split, limit=limit, data_dir=data_dir,
+    run = evaluate(system, code, tasks_, split=split, limit=limit, data_dir=data_dir,
                    generation=GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size),
                    batch_size=batch_size, perplexity_langs=split_langs(ppl_langs),
                    general_tasks=split_langs(general_tasks), general_include=lm_eval_include,

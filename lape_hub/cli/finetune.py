@@ -12,7 +12,8 @@ from __future__ import annotations
 import click
 
 from lape_hub.cli._common import (NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, POSITIVE_FLOAT,
-                                  catalog_option, catalog_root)
+                                  catalog_option, catalog_root, langs_callback, print_table,
+                                  split_langs, task_list)
 from lape_hub.errors import require
 
 _METHODS = ["lape-sparse", "random", "lora", "ia3", "ffn", "full"]
@@ -69,12 +70,24 @@ _METHODS = ["lape-sparse", "random", "lora", "ia3", "ffn", "full"]
                    "created with missing parents; never inside the catalog or the cache.")
 @click.option("--fresh", is_flag=True, help="Discard a checkpoint in the run folder instead of resuming.")
 @click.option("--no-record", is_flag=True, help="Do not add the run to the catalog's adapters table.")
+@click.option("--eval-tasks", multiple=True, default=None,
+              help="After training, evaluate the best checkpoint on these tasks (comma-separated: "
+                   "translation, topic, belebele, perplexity, general); rows go to the evals table "
+                   "under the run's id. Already evaluated tasks are skipped on a rerun.")
+@click.option("--eval-limit", type=POSITIVE, default=None, help="First N examples of each eval task.")
+@click.option("--eval-split", type=click.Choice(["dev", "test"]), default="test", show_default=True,
+              help="Split the eval tasks run on.")
+@click.option("--eval-control", multiple=True, callback=langs_callback, default=("eng_Latn",),
+              show_default=True,
+              help="Control languages for the forgetting check (topic/belebele/general run on them too).")
+@click.option("--eval-data", type=click.Path(file_okay=False), default=None,
+              help="FLORES/SIB-200 folder for the eval tasks (default: as lape-hub eval).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @catalog_option
 def finetune(model, lang, corpus, method, refset, components, train_tokens, val_tokens, train_split,
              val_split, seq_len, batch_size, lr, weight_decay, grad_clip, eval_every, checkpoint_every,
-             seed, lora_rank, lora_alpha, lora_match, dtype, device, threads, out_dir, fresh, no_record, quiet,
-             catalog_dir):
+             seed, lora_rank, lora_alpha, lora_match, dtype, device, threads, out_dir, fresh, no_record,
+             eval_tasks, eval_limit, eval_split, eval_control, eval_data, quiet, catalog_dir):
     """Fine-tune a language's neurons (or a baseline) and save the best checkpoint as an adapter.
 
     \b
@@ -83,6 +96,7 @@ def finetune(model, lang, corpus, method, refset, components, train_tokens, val_
     """
     require("torch", "finetune", purpose="lape-hub finetune")
     require("transformers", "finetune", purpose="lape-hub finetune")
+    tasks = task_list(eval_tasks, ()) if eval_tasks else []   # bad task names fail before training
     if not no_record:  # the run is recorded there: a new catalog's parent must exist
         catalog_root(catalog_dir, create=True)
     if out_dir is not None:
@@ -111,6 +125,31 @@ def finetune(model, lang, corpus, method, refset, components, train_tokens, val_
     click.echo(f"adapter: {res.adapter_dir}")
     if res.catalog_path:
         click.echo(f"catalog: {res.catalog_path}")
+    if tasks:
+        _evaluate_best(model, a.lang, res.adapter_dir, tasks, limit=eval_limit, split=eval_split,
+                       controls=split_langs(eval_control), data_dir=eval_data, device=device,
+                       record=not no_record, catalog_dir=catalog_dir)
+
+
+def _evaluate_best(model, lang, adapter_dir, tasks, *, limit, split, controls, data_dir, device,
+                   record, catalog_dir) -> None:
+    """Evaluate the saved best checkpoint (reloaded from its adapter folder, as a user would)."""
+    from lape_hub.catalog import Catalog
+    from lape_hub.evaluation.evaluator import evaluate_suite, load_system
+    from lape_hub.evaluation.results import format_rows
+
+    catalog = Catalog(catalog_dir) if record else None
+    system = load_system(model, adapter=adapter_dir, device=device, catalog=catalog)
+    runs = evaluate_suite(system, lang, tasks, control_langs=controls, resume=True, split=split,
+                          limit=limit, data_dir=data_dir, catalog=catalog, record=record,
+                          log=lambda line: click.echo(line, err=True))
+    rows = [r for run in runs for r in run.rows]
+    if rows:
+        click.echo(f"evaluation of {system.run_id} ({split}):")
+        print_table(format_rows(rows))
+    for run in runs:
+        for task, why in run.skipped.items():
+            click.echo(f"skipped {task}: {why}")
 
 
 @click.command()

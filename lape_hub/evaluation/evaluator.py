@@ -44,8 +44,13 @@ TASKS: dict[str, str] = {
 }
 DEFAULT_TASKS = ("translation", "topic", "belebele", "perplexity")
 
-__all__ = ["TASKS", "DEFAULT_TASKS", "System", "EvalRun", "load_system", "evaluate",
-           "result_row", "adapter_run_id", "check_adapter_base"]
+#: tasks that also run on a control language (the forgetting check); translation and
+#: perplexity already measure English from the target language's run.
+CONTROL_TASKS = ("topic", "belebele", "general")
+
+__all__ = ["TASKS", "DEFAULT_TASKS", "CONTROL_TASKS", "System", "EvalRun", "load_system",
+           "evaluate", "evaluate_suite", "done_tasks", "result_row", "adapter_run_id",
+           "check_adapter_base"]
 
 
 @dataclass
@@ -237,3 +242,61 @@ def evaluate(system: System, lang: str, tasks: Sequence[str] = DEFAULT_TASKS, *,
     if record and run.rows:
         run.paths = record_evals(run.rows, catalog)
     return run
+
+
+def done_tasks(system: System, lang: str, *, split: str, limit: int | None,
+               catalog: "Catalog | str | os.PathLike | None" = None) -> set[str]:
+    """Tasks of ``system`` on ``lang`` already in the catalog's ``evals`` table with the same
+    split and ``limit`` (so an interrupted suite resumes without redoing them)."""
+    from lape_hub.evaluation.results import read_evals
+
+    try:
+        rows = read_evals(catalog, model=system.name, lang=lang, run_id=system.run_id, split=split)
+    except LapeHubError:
+        return set()
+    done = set()
+    for row in rows:
+        try:
+            same = json.loads(row.get("params") or "{}").get("limit") == limit
+        except ValueError:
+            same = False
+        if same:
+            done.add(row["task"])
+    return done
+
+
+def evaluate_suite(system: System, lang: str, tasks: Sequence[str] = DEFAULT_TASKS, *,
+                   control_langs: Sequence[str] = ("eng_Latn",), resume: bool = False,
+                   split: str = "test", limit: int | None = None,
+                   catalog: "Catalog | str | os.PathLike | None" = None, record: bool = True,
+                   log: Callable[[str], None] | None = None, **kwargs: Any) -> list[EvalRun]:
+    """:func:`evaluate` ``tasks`` on ``lang``, then the :data:`CONTROL_TASKS` among them on
+    every control language (the forgetting check: did the target language cost English?).
+
+    ``resume`` skips tasks whose rows (same split and limit) are already in the catalog.
+    ``kwargs`` go to :func:`evaluate`. One :class:`EvalRun` per language evaluated.
+
+    >>> runs = evaluate_suite(system, "mlt_Latn", ["translation", "topic", "perplexity"],
+    ...                       limit=32)                                   # doctest: +SKIP
+    >>> [r.rows[0]["lang"] for r in runs]                                  # doctest: +SKIP
+    ['mlt_Latn', 'eng_Latn']
+    """
+    from lape_hub.languages import resolve_language
+
+    lang = resolve_language(lang).code
+    plan = [(lang, list(tasks))]
+    for control in control_langs:
+        code = resolve_language(control).code
+        if code != lang:
+            plan.append((code, [t for t in tasks if t in CONTROL_TASKS]))
+    runs = []
+    for code, todo in plan:
+        if resume and record:
+            done = done_tasks(system, code, split=split, limit=limit, catalog=catalog)
+            if log and done & set(todo):
+                log(f"{code}: already evaluated: {', '.join(t for t in todo if t in done)}")
+            todo = [t for t in todo if t not in done]
+        if todo:
+            runs.append(evaluate(system, code, todo, split=split, limit=limit, catalog=catalog,
+                                 record=record, log=log, **kwargs))
+    return runs

@@ -211,8 +211,11 @@ def sequence_logprobs(model: "nn.Module", tokenizer: "PreTrainedTokenizerBase",
 
     from lape_hub.evaluation.generation import ensure_pad_token
 
+    from lape_hub.lm_loss import head_logits, lm_head_of
+
     pad_id = ensure_pad_token(tokenizer)
     device = next(model.parameters()).device
+    head = lm_head_of(model)
     encoded = []
     for ctx, cont in pairs:
         c = tokenizer(ctx).input_ids
@@ -220,10 +223,20 @@ def sequence_logprobs(model: "nn.Module", tokenizer: "PreTrainedTokenizerBase",
         if not t:
             raise LapeHubError(f"empty continuation {cont!r}")
         encoded.append((c, t))
-    out: list[float] = []
+    out: list[float] = [0.0] * len(encoded)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (c, _) in enumerate(encoded):
+        groups.setdefault(tuple(c), []).append(i)
+    shared = [ix for ix in groups.values() if len(ix) > 1] if head is not None else []
+    alone = sorted(set(range(len(encoded))) - {i for ix in shared for i in ix})
     with torch.inference_mode():
-        for i in range(0, len(encoded), batch_size):
-            chunk = encoded[i:i + batch_size]
+        for ix in shared:   # one pass over the context, its KV cache reused by every option
+            scores = _shared_context_logprobs(head, encoded[ix[0]][0], [encoded[i][1] for i in ix],
+                                              pad_id, device)
+            for i, v in zip(ix, scores):
+                out[i] = v
+        for k in range(0, len(alone), batch_size):
+            chunk = [encoded[i] for i in alone[k:k + batch_size]]
             width = max(len(c) + len(t) for c, t in chunk)
             ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -231,11 +244,49 @@ def sequence_logprobs(model: "nn.Module", tokenizer: "PreTrainedTokenizerBase",
                 seq = c + t
                 ids[r, :len(seq)] = torch.tensor(seq)
                 mask[r, :len(seq)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           use_cache=False).logits.float()
-            logp = torch.log_softmax(logits, dim=-1)
+            ids, mask = ids.to(device), mask.to(device)
+            if head is None:   # a model whose head lm_loss does not reproduce: its own logits
+                hidden = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+            else:              # logits only where a continuation token is predicted
+                hidden = head.decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             for r, (c, t) in enumerate(chunk):
-                pos = torch.arange(len(c) - 1, len(c) + len(t) - 1, device=logp.device)
-                tgt = torch.tensor(t, device=logp.device)
-                out.append(float(logp[r, pos, tgt].sum()))
+                pos = torch.arange(len(c) - 1, len(c) + len(t) - 1, device=device)
+                rows = hidden[r, pos]
+                logp = torch.log_softmax(rows.float() if head is None else head_logits(head, rows), dim=-1)
+                tgt = torch.tensor(t, device=device)
+                out[alone[k + r]] = float(logp[torch.arange(len(t), device=device), tgt].sum())
     return out
+
+
+def _shared_context_logprobs(head: Any, context: list[int], conts: list[list[int]], pad_id: int,
+                             device: Any) -> list[float]:
+    """Summed log-probabilities of several continuations of one context: the context runs
+    once, its KV cache is repeated for the continuations (multiple-choice options)."""
+    import torch
+
+    from lape_hub.lm_loss import head_logits
+
+    ctx_out = head.decoder(input_ids=torch.tensor([context], device=device), use_cache=True)
+    first = torch.log_softmax(head_logits(head, ctx_out.last_hidden_state[0, -1]), dim=-1)
+    scores = [float(first[t[0]]) for t in conts]
+    longer = [j for j, t in enumerate(conts) if len(t) > 1]
+    if not longer:
+        return scores
+    width = max(len(conts[j]) - 1 for j in longer)      # feed t[:-1], predict t[1:]
+    ids = torch.full((len(longer), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(longer), len(context) + width), dtype=torch.long, device=device)
+    mask[:, :len(context)] = 1
+    for r, j in enumerate(longer):
+        feed = conts[j][:-1]
+        ids[r, :len(feed)] = torch.tensor(feed, device=device)
+        mask[r, len(context):len(context) + len(feed)] = 1
+    cache = ctx_out.past_key_values
+    cache.batch_repeat_interleave(len(longer))
+    hidden = head.decoder(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                          use_cache=True).last_hidden_state
+    for r, j in enumerate(longer):
+        rest = conts[j][1:]
+        logp = torch.log_softmax(head_logits(head, hidden[r, :len(rest)]), dim=-1)
+        scores[j] += float(logp[torch.arange(len(rest), device=device),
+                                torch.tensor(rest, device=device)].sum())
+    return scores

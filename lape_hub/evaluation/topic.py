@@ -1,7 +1,9 @@
 """Topic classification on SIB-200 (7 topics), scored two ways.
 
 - ``acc_gen``: as in the paper, the model generates the topic after the prompt (greedy);
-  the prediction is the topic named first in the first line of the answer.
+  the prediction is the topic named first in the first line of the answer. At most
+  :data:`MAX_NEW_TOKENS` tokens are generated (a topic name is 1-4 tokens; a first line
+  that names none in 16 tokens is a miss), whatever the run's translation setting.
 - ``acc_ll``: the topic whose name (``" " + topic``) has the highest summed
   log-likelihood after the prompt (lm-eval's multiple-choice ``acc``); robust for small
   models that do not follow the format.
@@ -19,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from lape_hub.evaluation.generation import generate
 from lape_hub.evaluation.tasks import (SIB_DATASET, EvalContext, Result, bootstrap_interval,
@@ -31,6 +34,7 @@ TOPICS = ("science/technology", "travel", "politics", "sports", "health", "enter
 TEMPLATE = ("Classify the topic of the following sentence as one of: " + ", ".join(TOPICS) +
             ".\nSentence: {text}\nTopic:")
 PROMPT_HASH = template_hash(TEMPLATE)
+MAX_NEW_TOKENS = 16
 _ALIASES = {"science": "science/technology", "technology": "science/technology"}
 
 __all__ = ["NAME", "TOPICS", "TEMPLATE", "prompt", "parse_topic", "loglik_predictions", "run"]
@@ -67,12 +71,13 @@ def run(ctx: EvalContext) -> list[Result]:
     examples = read_split(ctx.data_dir, ctx.lang, ctx.split)[:ctx.limit]
     texts = [e.text for e in examples]
     gold = [e.category for e in examples]
-    gen = generate(ctx.model, ctx.tokenizer, [prompt(t) for t in texts], ctx.generation)
+    settings = replace(ctx.generation, max_new_tokens=min(ctx.generation.max_new_tokens, MAX_NEW_TOKENS))
+    gen = generate(ctx.model, ctx.tokenizer, [prompt(t) for t in texts], settings)
     by_gen = [parse_topic(t) for t in gen.texts]
     by_ll = loglik_predictions(ctx, texts)
     ids = [e.index_id for e in examples]
     out = []
-    for metric, preds, extra in (("acc_gen", by_gen, {"generation": ctx.generation.to_dict(),
+    for metric, preds, extra in (("acc_gen", by_gen, {"generation": settings.to_dict(),
                                                       "seconds": gen.seconds,
                                                       "tokens_per_s": gen.tokens_per_s}),
                                  ("acc_ll", by_ll, {})):
