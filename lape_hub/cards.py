@@ -395,12 +395,16 @@ class Evaluation:
 
 
 # -- evaluation results (the ``evals`` table) ----------------------------------------------
-#: evals task -> (the Hub's task type, readable dataset name)
-EVAL_TASK_TYPES = {"translation": ("translation", "FLORES+"),
+#: evals task -> (the Hub's task type, readable dataset name when the dataset has none below)
+EVAL_TASK_TYPES = {"translation": ("translation", "FLORES-200"),
                    "topic": ("text-classification", "SIB-200"),
                    "belebele": ("multiple-choice", "Belebele"),
-                   "perplexity": ("text-generation", "FLORES+"),
+                   "perplexity": ("text-generation", "FLORES-200"),
                    "general": ("multiple-choice", None)}
+#: Hub dataset id -> readable name (the SIB-200 release carries the FLORES-200 sentences)
+DATASET_NAMES = {"openlanguagedata/flores_plus": "FLORES+",
+                 "Davlan/sib200": "SIB-200 (FLORES-200 sentences)",
+                 "facebook/belebele": "Belebele"}
 #: our split names -> each Hub dataset's own split names
 HUB_SPLITS = {"openlanguagedata/flores_plus": {"dev": "dev", "test": "devtest"},
               "Davlan/sib200": {"train": "train", "dev": "validation", "test": "test"}}
@@ -427,7 +431,7 @@ def evaluations_from_evals(rows: Iterable[Mapping[str, Any]]) -> list[Evaluation
                               config=r.get("dataset_config"),
                               name=f"{r['task']} {r['direction']} {r['metric']}",
                               signature=r.get("metric_signature") or "",
-                              dataset_name=pretty or r["dataset"]))
+                              dataset_name=DATASET_NAMES.get(r["dataset"]) or pretty or r["dataset"]))
     return out
 
 

@@ -220,7 +220,7 @@ def test_evaluate_writes_rows_and_sql_sees_them(system, tmp_path):
             ("perplexity", "fra_Latn", "ppl"), ("perplexity", "eng_Latn", "ppl")} <= keys
     row = next(r for r in run.rows if r["metric"] == "bleu")
     assert row["run_id"] == "base" and row["n_examples"] == 6 and row["split"] == "test"
-    assert row["dataset"] == "openlanguagedata/flores_plus"
+    assert row["dataset"] == "Davlan/sib200"      # what was read: SIB-200's split of FLORES-200
     assert row["prompt_hash"].startswith("p:") and json.loads(row["generation"])["repetition_penalty"] == 1.1
     assert row["metric_signature"].startswith("nrefs:1") and "task:translation" in row["signature"]
     stored = read_evals(tmp_path / "cat", task="translation", metric="bleu")

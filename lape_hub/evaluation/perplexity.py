@@ -16,11 +16,11 @@ import math
 import time
 
 from lape_hub.errors import CorpusError
-from lape_hub.evaluation.tasks import (FLORES_DATASET, EvalContext, Result, TaskSkipped,
+from lape_hub.evaluation.tasks import (SIB_DATASET, EvalContext, Result, TaskSkipped,
                                        read_split)
 
 NAME = "perplexity"
-DATASET = FLORES_DATASET
+DATASET = SIB_DATASET   # the FLORES-200 sentences as SIB-200 distributes and splits them
 SEQ_LEN = 512
 
 __all__ = ["NAME", "SEQ_LEN", "run", "languages"]

@@ -25,12 +25,12 @@ from typing import Any, Sequence
 
 from lape_hub.evaluation.generation import generate
 from lape_hub.evaluation.significance import corpus_interval
-from lape_hub.evaluation.tasks import (FLORES_DATASET, EvalContext, Result, TaskSkipped,
+from lape_hub.evaluation.tasks import (SIB_DATASET, EvalContext, Result, TaskSkipped,
                                        bootstrap_interval, language_name, parallel_examples,
                                        template_hash)
 
 NAME = "translation"
-DATASET = FLORES_DATASET
+DATASET = SIB_DATASET   # the FLORES-200 sentences as SIB-200 distributes and splits them
 TEMPLATE = "Translate the following sentence from {src} to {tgt}.\n{src}: {text}\n{tgt}:"
 PROMPT_HASH = template_hash(TEMPLATE)
 N_BOOTSTRAP = 1000
