@@ -87,9 +87,21 @@ def test_adapter_run_id_from_catalog_and_card_rows(tmp_path):
         row.update(r, revision="r", value=float(r["value"]), seconds=0.0, signature="s",
                    lape_hub_version="0", params="{}", created_at=datetime.now(timezone.utc))
         full.append(row)
-    record_evals(full, cat)
+    english = []       # the forgetting check: the systems evaluated on English
+    for run, method in (("base", "base"), ("abc123def456", "lape-sparse"), ("0thertarget0", "lora")):
+        r = _row(run, method, "topic", "eng_Latn", "acc_ll", 30.0)
+        r["lang"] = "eng_Latn"
+        english.append(r)
+    english.append({**english[0], "task": "translation", "direction": "eng_Latn->fra_Latn",
+                    "metric": "chrf++"})
+    record_evals(full + _full(english), cat)
     run_id, rows = adapter_eval_rows(info.path, "gemma-3-270m", "mlt_Latn", cat)
-    assert run_id == artifact_sha256(info.path)[:12] and len(rows) == len(ROWS)
+    assert run_id == artifact_sha256(info.path)[:12]
+    assert len(rows) == len(ROWS) + 2          # + base's and lape-sparse's English topic rows
+    assert sorted(r["run_id"] for r in rows if r["lang"] == "eng_Latn") == ["abc123def456", "base"]
+    assert {r["task"] for r in rows if r["lang"] == "eng_Latn"} == {"topic"}
+    _, english_only = adapter_eval_rows(info.path, "gemma-3-270m", "eng_Latn", cat)
+    assert len(english_only) == len(english)   # an English adapter: its own rows, no doubling
 
 
 def _full(rows, **extra):

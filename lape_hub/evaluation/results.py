@@ -127,6 +127,9 @@ def adapter_run_id(folder: str | os.PathLike, catalog: "Catalog | None" = None) 
     return digest[:12]
 
 
+ENGLISH = "eng_Latn"
+
+
 def adapter_eval_rows(folder: str | os.PathLike, model: str, lang: str,
                       catalog: "Catalog | None") -> tuple[str, list[dict[str, Any]]]:
     """``(run id of the adapter in folder, every evals row of model · lang)``: the rows
@@ -139,6 +142,13 @@ def adapter_eval_rows(folder: str | os.PathLike, model: str, lang: str,
         rows = read_evals(catalog, model=model, lang=lang)
     except LapeHubError:
         rows = []
+    if rows and lang != ENGLISH:   # the forgetting check: the same systems evaluated on English
+        systems = {r["run_id"] for r in rows}
+        try:
+            rows += [r for r in read_evals(catalog, model=model, lang=ENGLISH)
+                     if r["run_id"] in systems and r["task"] != "translation"]
+        except LapeHubError:
+            pass
     return adapter_run_id(folder, catalog), rows
 
 
