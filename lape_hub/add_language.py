@@ -206,7 +206,7 @@ def add_language(model: str, lang: str, *, refset: str | None = None,
     >>> add_language("gemma-3-270m", "mt", corpus="../shared/data/sib200",
     ...              finetune=False, eval_tasks=["perplexity"])        # doctest: +SKIP
     """
-    from lape_hub.builder import corpus_id, model_revision, plan, resolve_counting_dtype
+    from lape_hub.builder import corpus_id, plan, resolve_counting_dtype
     from lape_hub.catalog import Catalog
     from lape_hub.languages import resolve_language
     from lape_hub.registry import resolve_model
@@ -240,7 +240,6 @@ def add_language(model: str, lang: str, *, refset: str | None = None,
         stage_root = check_stage_dir(dry_run, cat.root)
         if publish:
             hub_token(None, required=True)
-    revision = model_revision(spec)
     if str(dtype).lower() == "auto" and str(device).startswith("cuda"):
         import torch  # a GPU without bfloat16 (before Ampere) counts in float32, as build does
 
@@ -292,7 +291,7 @@ def add_language(model: str, lang: str, *, refset: str | None = None,
         _stage_line(echo, 3, "off (no --eval-tasks)")
         result.stages.append(StageReport(STAGES[2], "off", "no eval tasks"))
     else:
-        _evaluate_stage(result, spec.alias, revision, code, tasks, controls, cat,
+        _evaluate_stage(result, spec.alias, code, tasks, controls, cat,
                         limit=eval_limit, split=eval_split, data_dir=eval_data, device=device,
                         echo=echo)
 
@@ -343,12 +342,11 @@ def _finetune_stage(result: AddLanguageResult, alias: str, code: str, refset: st
     result.stages.append(StageReport(STAGES[1], "ran", detail, seconds))
 
 
-def _evaluate_stage(result: AddLanguageResult, alias: str, revision: str, code: str,
+def _evaluate_stage(result: AddLanguageResult, alias: str, code: str,
                     tasks: list[str], controls: list[str], cat: "Catalog", *,
                     limit: int | None, split: str, data_dir: str | os.PathLike | None,
                     device: str, echo: Callable[[str], None]) -> None:
-    from lape_hub.evaluation.evaluator import (CONTROL_TASKS, System, done_tasks,
-                                               evaluate_suite, load_system)
+    from lape_hub.evaluation.evaluator import done_tasks, evaluate_suite, load_system, suite_plan
     from lape_hub.evaluation.results import BASE, adapter_run_id
 
     t0 = time.time()
@@ -356,15 +354,13 @@ def _evaluate_stage(result: AddLanguageResult, alias: str, revision: str, code: 
     if result.adapter_dir is not None:
         systems.append((adapter_run_id(result.adapter_dir, cat), result.adapter_dir))
     systems.append((BASE, None))   # the base model's rows, so the card can compare
-    todo_langs = [(code, tasks)] + [(c, [t for t in tasks if t in CONTROL_TASKS])
-                                    for c in controls if c != code]
+    todo_langs = suite_plan(code, tasks, controls)
     parts, ran = [], False
     for rid, adapter in systems:
         who = "base model" if adapter is None else f"adapter {rid}"
-        stub = System(None, None, alias, revision, run_id=rid)  # type: ignore[arg-type]
-        missing = {c: [t for t in ts if t not in done_tasks(stub, c, split=split, limit=limit,
+        missing = {c: [t for t in ts if t not in done_tasks(alias, rid, c, split=split, limit=limit,
                                                             catalog=cat)]
-                   for c, ts in todo_langs if ts}
+                   for c, ts in todo_langs}
         n_missing = sum(len(ts) for ts in missing.values())
         if not n_missing:
             echo(f"  {who}: already evaluated ({', '.join(tasks)})")

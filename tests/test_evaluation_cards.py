@@ -76,17 +76,11 @@ def test_adapter_run_id_from_catalog_and_card_rows(tmp_path):
     from lape_hub.catalog import Catalog
     from lape_hub.digest import artifact_sha256
     from lape_hub.evaluation.results import adapter_eval_rows, adapter_run_id, record_evals
-    from lape_hub.schemas import table_schema
 
     info = _info(tmp_path)
     cat = Catalog(tmp_path / "cat")
     assert adapter_run_id(info.path) == artifact_sha256(info.path)[:12]
-    full = []
-    for r in ROWS:
-        row = {c: None for c in table_schema("evals").columns}
-        row.update(r, revision="r", value=float(r["value"]), seconds=0.0, signature="s",
-                   lape_hub_version="0", params="{}", created_at=datetime.now(timezone.utc))
-        full.append(row)
+    full = _full(ROWS)
     english = []       # the forgetting check: the systems evaluated on English
     for run, method in (("base", "base"), ("abc123def456", "lape-sparse"), ("0thertarget0", "lora")):
         r = _row(run, method, "topic", "eng_Latn", "acc_ll", 30.0)

@@ -49,7 +49,7 @@ DEFAULT_TASKS = ("translation", "topic", "belebele", "perplexity")
 CONTROL_TASKS = ("topic", "belebele", "general")
 
 __all__ = ["TASKS", "DEFAULT_TASKS", "CONTROL_TASKS", "System", "EvalRun", "load_system",
-           "evaluate", "evaluate_suite", "done_tasks", "result_row", "adapter_run_id",
+           "evaluate", "evaluate_suite", "suite_plan", "done_tasks", "result_row", "adapter_run_id",
            "check_adapter_base"]
 
 
@@ -244,14 +244,15 @@ def evaluate(system: System, lang: str, tasks: Sequence[str] = DEFAULT_TASKS, *,
     return run
 
 
-def done_tasks(system: System, lang: str, *, split: str, limit: int | None,
+def done_tasks(model: str, run_id: str, lang: str, *, split: str, limit: int | None,
                catalog: "Catalog | str | os.PathLike | None" = None) -> set[str]:
-    """Tasks of ``system`` on ``lang`` already in the catalog's ``evals`` table with the same
-    split and ``limit`` (so an interrupted suite resumes without redoing them)."""
+    """Tasks of system ``run_id`` (an adapter run or ``base``) of ``model`` on ``lang`` already
+    in the catalog's ``evals`` table with the same split and ``limit`` (so an interrupted
+    suite resumes without redoing them); nothing is loaded."""
     from lape_hub.evaluation.results import read_evals
 
     try:
-        rows = read_evals(catalog, model=system.name, lang=lang, run_id=system.run_id, split=split)
+        rows = read_evals(catalog, model=model, lang=lang, run_id=run_id, split=split)
     except LapeHubError:
         return set()
     done = set()
@@ -263,6 +264,26 @@ def done_tasks(system: System, lang: str, *, split: str, limit: int | None,
         if same:
             done.add(row["task"])
     return done
+
+
+def suite_plan(lang: str, tasks: Sequence[str],
+               control_langs: Sequence[str] = ("eng_Latn",)) -> list[tuple[str, list[str]]]:
+    """``[(language, tasks)]`` a suite runs: ``tasks`` on ``lang``, then the
+    :data:`CONTROL_TASKS` among them on each other control language (none left: no entry).
+
+    >>> suite_plan("mt", ["translation", "topic"])
+    [('mlt_Latn', ['translation', 'topic']), ('eng_Latn', ['topic'])]
+    """
+    from lape_hub.languages import resolve_language
+
+    lang = resolve_language(lang).code
+    plan = [(lang, list(tasks))]
+    for control in control_langs:
+        code = resolve_language(control).code
+        controlled = [t for t in tasks if t in CONTROL_TASKS]
+        if code != lang and controlled:
+            plan.append((code, controlled))
+    return plan
 
 
 def evaluate_suite(system: System, lang: str, tasks: Sequence[str] = DEFAULT_TASKS, *,
@@ -281,18 +302,11 @@ def evaluate_suite(system: System, lang: str, tasks: Sequence[str] = DEFAULT_TAS
     >>> [r.rows[0]["lang"] for r in runs]                                  # doctest: +SKIP
     ['mlt_Latn', 'eng_Latn']
     """
-    from lape_hub.languages import resolve_language
-
-    lang = resolve_language(lang).code
-    plan = [(lang, list(tasks))]
-    for control in control_langs:
-        code = resolve_language(control).code
-        if code != lang:
-            plan.append((code, [t for t in tasks if t in CONTROL_TASKS]))
     runs = []
-    for code, todo in plan:
+    for code, todo in suite_plan(lang, tasks, control_langs):
         if resume and record:
-            done = done_tasks(system, code, split=split, limit=limit, catalog=catalog)
+            done = done_tasks(system.name, system.run_id, code, split=split, limit=limit,
+                              catalog=catalog)
             if log and done & set(todo):
                 log(f"{code}: already evaluated: {', '.join(t for t in todo if t in done)}")
             todo = [t for t in todo if t not in done]
