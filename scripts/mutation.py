@@ -53,10 +53,18 @@ MODULE_TESTS: dict[str, list[str]] = {
     "digest": ["tests/test_signature_digest_edges.py"],
 }
 
+#: pytest arguments added to a module's default run: mostly deselecting tests that run the code
+#: in a subprocess (mutmut cannot see which mutant they exercise, and they are slow)
+MODULE_PYTEST_ARGS: dict[str, list[str]] = {}
+
+
 def resolve(module: str) -> tuple[str, str]:
-    """``lape`` / ``lape_hub/lape.py`` / ``lape_hub.lape`` -> (name, path)."""
-    name = Path(module.replace(".", "/") if not module.endswith(".py") else module).stem
-    path = f"lape_hub/{name}.py"
+    """``lape`` / ``lape_hub/lape.py`` / ``lape_hub.lape`` -> (name, path); a subpackage's
+    module is named with its package: ``evaluation.significance``."""
+    rel = module[:-3] if module.endswith(".py") else module
+    rel = rel.replace("/", ".").replace("\\", ".")
+    name = rel.removeprefix("lape_hub.")
+    path = "lape_hub/" + name.replace(".", "/") + ".py"
     if not (REPO / path).exists():
         sys.exit(f"error: no module {path}")
     return name, path
@@ -73,10 +81,11 @@ def copy_tree(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
-def write_config(work: Path, path: str, tests: list[str]) -> None:
+def write_config(work: Path, path: str, tests: list[str], pytest_args: list[str] = ()) -> None:
     lines = ["[mutmut]", "source_paths=lape_hub", f"only_mutate={path}",
              "pytest_add_cli_args_test_selection=", *[f"    {t}" for t in tests],
              "pytest_add_cli_args=", "    -x", "    -q", "    -p", "    no:cacheprovider",
+             *[f"    {a}" for a in pytest_args],
              "also_copy=", "    registry", "    schemas", "    catalog", "    tests", ""]
     (work / "setup.cfg").write_text("\n".join(lines))
 
@@ -113,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="mutmut --max-children")
     ap.add_argument("--json", type=Path, help="also write the summary here")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (mutmut browse)")
+    ap.add_argument("--pytest-arg", action="append", default=[], metavar="ARG",
+                    help="one more pytest argument, repeatable (e.g. --pytest-arg=--deselect "
+                         "--pytest-arg=tests/test_x.py::test_subprocess)")
     ap.add_argument("--list", action="store_true", help="print the module -> tests map")
     ap.add_argument("--only", nargs="+", metavar="FUNCTION",
                     help="mutate only these functions (e.g. check_read_only, "
@@ -120,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.list:
         for name, tests in MODULE_TESTS.items():
-            print(f"{name:18} {' '.join(tests)}")
+            extra = " ".join(MODULE_PYTEST_ARGS.get(name, []))
+            print(f"{name:18} {' '.join(tests)}" + (f"  [{extra}]" if extra else ""))
         return 0
     if not args.module:
         ap.error("name a module (or --list)")
@@ -133,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix=f"mutmut-{name}-"))
     work.mkdir(parents=True, exist_ok=True)
     copy_tree(work)
-    write_config(work, path, tests)
+    pytest_args = [*MODULE_PYTEST_ARGS.get(name, []), *args.pytest_arg] if not args.tests \
+        else args.pytest_arg
+    write_config(work, path, tests, pytest_args)
     print(f"mutating {path} with {' '.join(tests)} in {work} (at most {args.minutes:g} min)",
           flush=True)
     t0 = time.time()
