@@ -43,7 +43,8 @@ MODULE_TESTS: dict[str, list[str]] = {
     "schemas": ["tests/test_schemas.py", "tests/test_catalog.py"],
     "sparse_adapter": ["tests/test_sparse_adapter.py"],
     "finetune": ["tests/test_finetune.py"],
-    "publisher": ["tests/test_publisher.py", "tests/test_attacks_publish.py"],
+    "publisher": ["tests/test_mut_publisher.py", "tests/test_publisher.py",
+                  "tests/test_attacks_publish.py"],
     "overlap": ["tests/test_overlap.py"],
     "config": ["tests/test_config.py"],
     "output_paths": ["tests/test_attacks_io.py"],
@@ -51,11 +52,33 @@ MODULE_TESTS: dict[str, list[str]] = {
     "languages": ["tests/test_languages.py", "tests/test_registry.py"],
     "signature": ["tests/test_signature_digest_edges.py"],
     "digest": ["tests/test_signature_digest_edges.py"],
+    # evaluation package: the in-process files (test_evaluation.py's CLI tests deselected below)
+    "evaluation.significance": ["tests/test_mut_evaluation.py", "tests/test_evaluation.py", "tests/test_evaluation_cards.py"],
+    "evaluation.results": ["tests/test_mut_evaluation.py", "tests/test_evaluation.py", "tests/test_evaluation_cards.py"],
+    "evaluation.translation": ["tests/test_mut_evaluation.py", "tests/test_evaluation.py"],
+    "evaluation.topic": ["tests/test_mut_evaluation.py", "tests/test_evaluation.py"],
+    "evaluation.perplexity": ["tests/test_mut_evaluation.py", "tests/test_evaluation.py"],
+    "evaluation.tasks": ["tests/test_mut_evaluation.py", "tests/test_evaluation.py"],
+    "evaluation.evaluator": ["tests/test_mut_evaluation.py", "tests/test_evaluation.py"],
 }
 
 #: pytest arguments added to a module's default run: mostly deselecting tests that run the code
 #: in a subprocess (mutmut cannot see which mutant they exercise, and they are slow)
-MODULE_PYTEST_ARGS: dict[str, list[str]] = {}
+_EVAL_CLI = ["--deselect", "tests/test_evaluation.py::test_cli_eval_and_compare",
+             "--deselect", "tests/test_evaluation.py::test_cli_bad_input_is_one_line"]
+MODULE_PYTEST_ARGS: dict[str, list[str]] = {
+    # the three run `python -m lape_hub.cli list/overlap` in a subprocess (no publisher code)
+    "publisher": ["--deselect", "tests/test_attacks_publish.py::test_a_pipe_in_the_catalog_does_not_hang_a_reader",
+                  "--deselect", "tests/test_attacks_publish.py::test_damaged_files_through_the_real_entry_point"],
+    # evaluation: the two CLI tests run `python -m lape_hub.cli eval/compare` in a subprocess (22 s)
+    "evaluation.significance": _EVAL_CLI,
+    "evaluation.results": _EVAL_CLI,
+    "evaluation.translation": _EVAL_CLI,
+    "evaluation.topic": _EVAL_CLI,
+    "evaluation.perplexity": _EVAL_CLI,
+    "evaluation.tasks": _EVAL_CLI,
+    "evaluation.evaluator": _EVAL_CLI,
+}
 
 
 def resolve(module: str) -> tuple[str, str]:

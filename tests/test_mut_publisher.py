@@ -1,0 +1,733 @@
+"""Fast in-process tests that kill publisher.py's mutants (issue 14).
+
+Everything runs against the fake Hub of ``hub_server.py`` in this process (no CLI
+subprocess), so ``scripts/mutation.py publisher`` can attribute each test to the mutants it
+exercises. Expected values are written out or computed here by other means (hashlib, the
+fake Hub's own state), never by calling the code under test.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hub_server import ALICE, build_catalog, hub  # noqa: F401 - fixture
+from test_publisher import make_adapter
+
+from lape_hub import publisher
+from lape_hub.errors import HubError, LapeHubError
+from lape_hub.hub_files import LocalFile, RemoteFile
+from lape_hub.publisher import (Change, Plan, PublishResult, RemoteState, _commit, _diff,
+                                _unreachable, adapter_files, catalog_data_files,
+                                content_problem, publish_adapter,
+                                publish_catalog, remote_state)
+
+REPO = "alice/lape-catalog"
+FAST = {"backoff": 0.01}
+SECRET = ALICE[3:]          # the distinctive tail: no part of the token may show
+
+
+def _scrubbed(err: BaseException) -> str:
+    text = str(err)
+    assert SECRET not in text and "hf_***" in text, text
+    return text
+
+
+# -- the token: a server that repeats it, in places only the publisher's guard sees -------------
+@pytest.mark.parametrize("target", ["catalog", "adapter"])
+def test_a_token_sent_back_as_the_head_commit_is_redacted(hub, tmp_path, target):
+    """The commit id is checked (not an error built by hub_error, which redacts on its own):
+    only the publisher's ``redacting(token)`` can scrub it."""
+    hub.add_repo(REPO)
+    hub.add_repo("alice/ad", "model")
+    hub.info_hook = lambda doc: dict(doc, sha=ALICE)
+    with pytest.raises(HubError, match="malformed commit id") as e:
+        if target == "catalog":
+            publish_catalog(build_catalog(tmp_path / "cat", counts=False), REPO, **FAST)
+        else:
+            publish_adapter(make_adapter(tmp_path / "ad", evals=False), "alice/ad", **FAST)
+    _scrubbed(e.value)
+
+
+@pytest.mark.parametrize("target", ["catalog", "adapter"])
+def test_a_token_sent_back_as_a_file_name_is_redacted(hub, tmp_path, target):
+    hub.add_repo(REPO, files={"notes.txt": b"x"})
+    hub.add_repo("alice/ad", "model", files={"notes.txt": b"x"})
+    hub.tree_hook = lambda listing: listing + [dict(listing[-1], path=f"../{ALICE}")]
+    with pytest.raises(HubError, match="unsafe file name") as e:
+        if target == "catalog":
+            publish_catalog(build_catalog(tmp_path / "cat", counts=False), REPO, **FAST)
+        else:
+            publish_adapter(make_adapter(tmp_path / "ad", evals=False), "alice/ad", **FAST)
+    _scrubbed(e.value)
+
+
+@pytest.mark.parametrize("method, path, action", [
+    ("GET", r"/api/datasets/alice/lape-catalog/revision/", "reading"),
+    ("POST", r"/api/repos/create", "creating"),
+    ("POST", r"/commit/", "committing to"),
+])
+def test_a_refusal_at_each_step_is_named_and_its_echo_scrubbed(hub, tmp_path, method, path,
+                                                               action):
+    """An HTTP 400 from each of the three calls a first publish makes: the step and the repo
+    are named, the echoing server's text is shown with the token scrubbed."""
+    hub.echo = True
+    hub.fail(method, path, 400)
+    with pytest.raises(HubError) as e:
+        publish_catalog(build_catalog(tmp_path / "cat", counts=False), REPO, **FAST)
+    text = _scrubbed(e.value)
+    assert text.startswith(f"the Hub refused {action} dataset repo {REPO} (HTTP 400): "), text
+    assert e.value.status == 400
+    assert ("dataset", REPO) not in hub.repos or len(hub.repo(REPO).commits) == 1
+
+
+# -- the diff and the plan ------------------------------------------------------------------------
+def _remote(path: str, data: bytes, *, lfs: bool = True) -> RemoteFile:
+    """A listing entry as the Hub gives it: the git blob id, and the sha256 for LFS files."""
+    oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    return RemoteFile(path, len(data), oid, hashlib.sha256(data).hexdigest() if lfs else None)
+
+
+def test_diff_sorts_files_into_added_changed_unchanged_deleted_and_kept():
+    local = {p: LocalFile(p, d) for p, d in
+             {"b/same-lfs": b"one", "a/same-git": b"two!", "c/changed": b"new bytes",
+              "d/changed-size": b"xx", "e/new": b"fresh"}.items()}
+    remote = RemoteState(True, "0" * 40, {
+        "b/same-lfs": _remote("b/same-lfs", b"one"),
+        "a/same-git": _remote("a/same-git", b"two!", lfs=False),
+        "c/changed": _remote("c/changed", b"old bytes", lfs=False),
+        "d/changed-size": RemoteFile("d/changed-size", 3, "1" * 40,
+                                     hashlib.sha256(b"xx").hexdigest()),   # same sha, size differs
+        "z/remote-only": _remote("z/remote-only", b"12345"),
+        "y/unmanaged": _remote("y/unmanaged", b"123")})
+    managed = lambda p: not p.startswith("y/")   # noqa: E731
+    got = [(c.path, c.status, c.size) for c in _diff(local, remote, managed=managed, prune=False)]
+    assert got == [("a/same-git", "unchanged", 4), ("b/same-lfs", "unchanged", 3),
+                   ("c/changed", "changed", 9), ("d/changed-size", "changed", 2),
+                   ("e/new", "added", 5), ("z/remote-only", "kept", 5)]
+    pruned = _diff(local, remote, managed=managed, prune=True)
+    assert [(c.path, c.status, c.size) for c in pruned][-1] == ("z/remote-only", "deleted", 5)
+    assert all(c.note == "" for c in pruned)
+
+
+def _plan(changes, *, exists=True, files=None, parent="f" * 40):
+    files = files if files is not None else {
+        c.path: LocalFile(c.path, c.path.encode()) for c in changes if c.status != "deleted"}
+    return Plan("alice/x", "dataset", parent, exists, files, changes, "the message", "desc")
+
+
+def test_plan_counts_pending_and_report_lines():
+    changes = [Change("m/kept", "kept", 1), Change("b/unch", "unchanged", 1),
+               Change("c/gone", "deleted", 1), Change("a/new", "added", 1),
+               Change("d/skip", "skipped", 1, "the remote has it"), Change("b/new", "added", 1),
+               Change("e/chg", "changed", 1, "why")]
+    plan = _plan(changes, exists=False)
+    assert plan.counts() == {"added": 2, "changed": 1, "deleted": 1, "unchanged": 1, "kept": 1,
+                             "skipped": 1}
+    assert [c.path for c in plan.pending] == ["c/gone", "a/new", "b/new", "e/chg"]
+    assert plan.report_lines() == [
+        "dataset repo alice/x (new): 2 added, 1 changed, 1 deleted, 1 unchanged "
+        "(1 kept, 1 skipped)",
+        "  added     a/new", "  added     b/new", "  changed   e/chg  (why)",
+        "  deleted   c/gone", "  skipped   d/skip  (the remote has it)",
+        "commit: the message"]
+    assert plan.report_lines(verbose=True)[1:] == [
+        "  added     a/new", "  added     b/new", "  changed   e/chg  (why)",
+        "  deleted   c/gone", "  unchanged b/unch", "  kept      m/kept",
+        "  skipped   d/skip  (the remote has it)", "commit: the message"]
+    quiet = _plan([Change("a", "unchanged", 1), Change("b", "kept", 2)])
+    assert quiet.report_lines() == [
+        "dataset repo alice/x: 0 added, 0 changed, 0 deleted, 1 unchanged (1 kept)"]
+    assert quiet.pending == [] and _plan([]).report_lines() == [
+        "dataset repo alice/x: 0 added, 0 changed, 0 deleted, 0 unchanged"]
+
+
+def test_stage_writes_the_whole_tree_and_guards_its_folder(tmp_path):
+    changes = [Change("a/new.txt", "added"), Change("same.txt", "unchanged"),
+               Change("gone.txt", "deleted")]
+    plan = _plan(changes, files={"a/new.txt": LocalFile("a/new.txt", b"new"),
+                                 "same.txt": LocalFile("same.txt", b"same")})
+    out = plan.stage(tmp_path / "st" / "deep")
+    assert out == tmp_path / "st" / "deep"
+    got = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert got == {"a/new.txt": b"new", "same.txt": b"same",
+                   ".lape-hub-staging": f"dataset alice/x @ {'f' * 40}\n".encode()}
+    # staged before: replaced whole (a file left from the last staging does not survive)
+    (out / "old.txt").write_text("left over")
+    new = _plan(changes, parent=None, files={"b.txt": LocalFile("b.txt", b"b")})
+    new.stage(out)
+    assert sorted(p.name for p in out.iterdir()) == [".lape-hub-staging", "b.txt"]
+    assert (out / ".lape-hub-staging").read_text() == "dataset alice/x @ (new repo)\n"
+    # a foreign folder, a marker that is a link, a link to a folder: refused, untouched
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep")
+    with pytest.raises(LapeHubError, match="is not empty"):
+        plan.stage(foreign)
+    (tmp_path / "marker").write_text("x")
+    (foreign / ".lape-hub-staging").symlink_to(tmp_path / "marker")
+    with pytest.raises(LapeHubError, match="is not empty"):
+        plan.stage(foreign)
+    (foreign / ".lape-hub-staging").unlink()
+    (foreign / ".lape-hub-staging").mkdir()               # a folder named like the marker
+    with pytest.raises(LapeHubError, match="is not empty"):
+        plan.stage(foreign)
+    assert (foreign / "mine.txt").read_text() == "keep"
+    (tmp_path / "link").symlink_to(out, target_is_directory=True)
+    with pytest.raises(LapeHubError, match="is a symlink"):
+        plan.stage(tmp_path / "link")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert plan.stage(empty) == empty and (empty / "same.txt").read_bytes() == b"same"
+
+
+def test_publish_result_summary(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+    plan = _plan([Change("a", "added")])
+    assert PublishResult(plan, staged=tmp_path).summary() == \
+        f"dry run: staged 1 files in {tmp_path}; nothing pushed"
+    assert PublishResult(plan, commit="0123456789abcdef").summary() == \
+        "committed 0123456789ab to https://hub.example/datasets/alice/x"
+    assert PublishResult(plan, commit="0123456789abcdef", replanned=True).summary() == \
+        ("committed 0123456789ab to https://hub.example/datasets/alice/x (re-planned after a "
+         "concurrent publish)")
+    model = Plan("alice/m", "model", None, False, {}, [], "m", "d")
+    assert PublishResult(model).summary() == "https://hub.example/alice/m is up to date: no commit"
+
+
+# -- _commit: conflicts, retries, errors (a scripted client, no server) --------------------------
+class _Status(Exception):
+    def __init__(self, status: int | None, text: str = "boom"):
+        super().__init__(text)
+        self.response = SimpleNamespace(status_code=status, headers={}) if status else None
+
+
+class _Api:
+    """create_commit answers from a script: an exception to raise, or None for success."""
+
+    def __init__(self, *script):
+        self.script, self.calls = list(script), []
+
+    def create_commit(self, repo_id, ops, **kw):
+        self.calls.append((repo_id, [(type(o).__name__, o.path_in_repo) for o in ops], kw))
+        step = self.script.pop(0) if self.script else None
+        if step is not None:
+            raise step
+        return SimpleNamespace(oid=f"{len(self.calls):040d}", commit_url=f"url{len(self.calls)}")
+
+
+def _pending_plan(parent="a" * 40):
+    return _plan([Change("x.txt", "added"), Change("y.txt", "deleted")], parent=parent)
+
+
+def test_commit_sends_the_plan_once_and_names_its_parent():
+    api = _Api()
+    plan = _pending_plan()
+    got = _commit(api, plan, replan=lambda: pytest.fail("no re-plan"), token=None, retries=0,
+                  backoff=0)
+    assert got == (plan, "1".zfill(40), "url1", False)
+    assert api.calls == [("alice/x", [("CommitOperationAdd", "x.txt"),
+                                      ("CommitOperationDelete", "y.txt")],
+                          {"commit_message": "the message", "commit_description": "desc",
+                           "repo_type": "dataset", "revision": "main",
+                           "parent_commit": "a" * 40})]
+    nothing = _plan([Change("x.txt", "unchanged")])
+    assert _commit(api, nothing, replan=lambda: pytest.fail("no"), token=None, retries=0,
+                   backoff=0) == (nothing, None, None, False)
+    assert len(api.calls) == 1
+
+
+@pytest.mark.parametrize("status", [409, 412])
+def test_commit_replans_once_on_a_conflict_then_refuses(status, caplog):
+    caplog.set_level(logging.INFO, logger="lape_hub.publisher")
+    fresh = _pending_plan(parent="b" * 40)
+    api = _Api(_Status(status))
+    got = _commit(api, _pending_plan(), replan=lambda: fresh, token=None, retries=0, backoff=0)
+    assert got == (fresh, "2".zfill(40), "url2", True)
+    assert api.calls[1][2]["parent_commit"] == "b" * 40
+    assert f"remote head moved (HTTP {status}): re-planning on the new head" in caplog.text
+    # re-planned to nothing left to do: no second commit
+    api = _Api(_Status(status))
+    empty = _plan([Change("x.txt", "unchanged")])
+    assert _commit(api, _pending_plan(), replan=lambda: empty, token=None, retries=0,
+                   backoff=0) == (empty, None, None, True)
+    api = _Api(_Status(status), _Status(status))
+    with pytest.raises(HubError) as e:
+        _commit(api, _pending_plan(), replan=_pending_plan, token=None, retries=3, backoff=0)
+    assert str(e.value) == (
+        f"dataset repo alice/x changed again while publishing (HTTP {status}: concurrent "
+        "publishes); refused, nothing was committed by this run: run it again when the other "
+        "publish is done")
+    assert len(api.calls) == 2
+
+
+def test_commit_after_a_retry_allows_one_more_conflict(monkeypatch):
+    monkeypatch.setattr(publisher.time, "sleep", lambda s: None)
+    api = _Api(_Status(503), _Status(412), _Status(412))
+    assert _commit(api, _pending_plan(), replan=_pending_plan, token=None, retries=3,
+                   backoff=0)[1:] == ("4".zfill(40), "url4", True)
+    api = _Api(_Status(503), _Status(412), _Status(412), _Status(412))
+    with pytest.raises(HubError, match="changed again"):
+        _commit(api, _pending_plan(), replan=_pending_plan, token=None, retries=3, backoff=0)
+    assert len(api.calls) == 4
+
+
+def test_commit_retries_transient_failures_with_doubling_waits(monkeypatch, caplog):
+    waits = []
+    monkeypatch.setattr(publisher.time, "sleep", waits.append)
+    caplog.set_level(logging.WARNING, logger="lape_hub.publisher")
+    api = _Api(_Status(503), ConnectionError("reset"), _Status(429))
+    assert _commit(api, _pending_plan(), replan=_pending_plan, token=None, retries=3,
+                   backoff=0.5)[1] == "4".zfill(40)
+    assert waits == [0.5, 1.0, 2.0]
+    assert "transient Hub error (503); retry 1/3 in 0.5s" in caplog.text
+    assert "transient Hub error (ConnectionError); retry 2/3 in 1.0s" in caplog.text
+    assert "transient Hub error (429); retry 3/3 in 2.0s" in caplog.text
+    # the defaults come from config: RETRIES tries, RETRY_BACKOFF_S doubling
+    monkeypatch.setattr(publisher.config, "RETRIES", 2)
+    monkeypatch.setattr(publisher.config, "RETRY_BACKOFF_S", 0.25)
+    waits.clear()
+    api = _Api(_Status(502), _Status(502), _Status(502))
+    with pytest.raises(HubError) as e:
+        _commit(api, _pending_plan(), replan=_pending_plan, token=None, retries=None,
+                backoff=None)
+    assert waits == [0.25, 0.5] and len(api.calls) == 3
+    assert str(e.value) == ("the Hub failed (HTTP 502) while committing to dataset repo "
+                            "alice/x; try again later")
+    assert e.value.status == 502
+
+
+def test_commit_connection_errors_are_retried_then_named(monkeypatch, caplog):
+    waits = []
+    monkeypatch.setattr(publisher.time, "sleep", waits.append)
+    caplog.set_level(logging.WARNING, logger="lape_hub.publisher")
+    api = _Api(ConnectionError("reset by peer"), ConnectionError("reset by peer"))
+    with pytest.raises(HubError, match="cannot reach the Hub .* while committing to dataset "
+                                       "repo alice/x"):
+        _commit(api, _pending_plan(), replan=_pending_plan, token=None, retries=1, backoff=1.5)
+    assert waits == [1.5] and len(api.calls) == 2
+    assert "transient Hub error (ConnectionError); retry 1/1 in 1.5s" in caplog.text
+
+
+def test_commit_errors_are_not_retried_and_the_token_is_scrubbed(monkeypatch):
+    monkeypatch.setattr(publisher.time, "sleep", lambda s: pytest.fail("no retry"))
+    api = _Api(_Status(400, f"bad request from {ALICE}"))
+    with pytest.raises(HubError) as e:
+        _commit(api, _pending_plan(), replan=_pending_plan, token=ALICE, retries=3, backoff=0)
+    assert str(e.value) == f"committing to dataset repo alice/x failed: _Status: bad request " \
+                           "from hf_***"
+    assert len(api.calls) == 1
+    mine = LapeHubError("a file changed while uploading")
+    with pytest.raises(LapeHubError) as e:
+        _commit(_Api(mine), _pending_plan(), replan=_pending_plan, token=None, retries=3,
+                backoff=0)
+    assert e.value is mine
+
+
+# -- reading the remote, and the run around it -----------------------------------------------------
+def test_unreachable_follows_causes_and_contexts_eight_deep():
+    class ConnectError(Exception): ...
+    class ConnectTimeout(Exception): ...
+    class NameResolutionError(Exception): ...
+    for e in (ConnectionError(), ConnectionRefusedError(), socket.gaierror(), TimeoutError(),
+              ConnectError(), ConnectTimeout(), NameResolutionError(),
+              type("ConnectionError", (Exception,), {})()):
+        assert _unreachable(e), e
+    assert not _unreachable(ValueError("x")) and not _unreachable(None)
+
+    def chain(depth: int, via: str) -> BaseException:
+        e: BaseException = ConnectionError("down")
+        for _ in range(depth):
+            outer = ValueError("wrapped")
+            setattr(outer, via, e)
+            e = outer
+        return e
+
+    for via in ("__cause__", "__context__"):
+        assert _unreachable(chain(1, via)) and _unreachable(chain(7, via))
+        assert not _unreachable(chain(8, via))
+    both = ValueError("outer")
+    both.__cause__, both.__context__ = ConnectionError(), ValueError("other")
+    assert _unreachable(both)
+    ctx_only = ValueError("outer")
+    ctx_only.__cause__, ctx_only.__context__ = None, TimeoutError()
+    assert _unreachable(ctx_only)
+
+
+def test_remote_state_tells_missing_from_refused(hub, tmp_path):
+    from lape_hub.config import hub_api
+
+    nobody = hub_api(None)
+    assert remote_state(nobody, "alice/none", "dataset", token=None) == RemoteState(False)
+    assert remote_state(hub_api(ALICE), "alice/none", "dataset", token=ALICE) == \
+        RemoteState(False)
+    hub.add_repo("alice/secret", private=True)
+    assert remote_state(nobody, "alice/secret", "dataset", token=None).exists is False
+    hub.fail("GET", r"/api/datasets/alice/secret", 401)       # 401 although a token was sent
+    with pytest.raises(HubError, match=r"dataset repo alice/secret not found or private, and "
+                                       r"no valid token was sent \(401\)") as e:
+        remote_state(hub_api(ALICE), "alice/secret", "dataset", token=ALICE)
+    assert e.value.status == 401
+    hub.push_files("alice/secret", {"a.txt": b"abc"})
+    state = remote_state(hub_api(ALICE), "alice/secret", "dataset", token=ALICE)
+    assert state.exists and state.head == hub.repo("alice/secret").head
+    assert state.files["a.txt"].oid == hashlib.sha1(b"blob 3\0abc").hexdigest()
+    assert set(state.files) == {".gitattributes", "a.txt"}
+    model = hub.add_repo("alice/m", "model")
+    assert remote_state(hub_api(ALICE), "alice/m", "model", token=ALICE).head == model.head
+
+
+def test_remote_state_marks_unreachable_only_when_nothing_answers(hub, monkeypatch):
+    from lape_hub.config import hub_api
+
+    hub.add_repo(REPO)
+    hub.fail("GET", r"/api/datasets/", 500, times=10)
+    with pytest.raises(HubError, match=r"the Hub failed \(HTTP 500\) while reading dataset "
+                                       f"repo {REPO}") as e:
+        remote_state(hub_api(ALICE), REPO, "dataset", token=ALICE)
+    assert e.value.unreachable is False
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")   # nothing listens there
+    with pytest.raises(HubError, match="cannot reach the Hub") as e:
+        remote_state(hub_api(ALICE), REPO, "dataset", token=ALICE)
+    assert e.value.unreachable is True
+
+
+def test_dry_run_offline_or_unreachable_compares_with_nothing_but_a_failing_hub_stops_it(
+        hub, tmp_path, monkeypatch):
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    publish_catalog(cat, REPO, **FAST)
+    n_files = len(catalog_data_files(cat)) + 1                 # + README.md
+    hub.fail("GET", r"/api/datasets/", 500, times=10)
+    with pytest.raises(HubError, match=r"HTTP 500"):           # reachable but failing: no stage
+        publish_catalog(cat, REPO, dry_run=tmp_path / "s0", **FAST)
+    assert not (tmp_path / "s0").exists()
+    hub.faults.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = publish_catalog(cat, REPO, dry_run=tmp_path / "s1", **FAST)
+    assert r.plan.message.endswith(" (offline: compared with nothing)")
+    assert r.plan.counts()["added"] == n_files and r.plan.exists is False
+    assert r.plan.parent is None
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    r = publish_catalog(cat, REPO, dry_run=tmp_path / "s2", **FAST)   # online: all unchanged
+    assert r.plan.counts()["unchanged"] == n_files and "compared with nothing" not in \
+        r.plan.message
+    assert r.staged == tmp_path / "s2" and r.commit is None
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    r = publish_catalog(cat, REPO, dry_run=tmp_path / "s3", **FAST)
+    assert r.plan.message.endswith(" (Hub unreachable: compared with nothing)")
+    assert r.plan.counts()["added"] == n_files
+    with pytest.raises(HubError, match="cannot reach the Hub"):
+        publish_catalog(cat, REPO, **FAST)
+
+
+@pytest.mark.parametrize("private", [True, False])
+def test_a_new_repo_is_created_then_planned_on_its_first_commit(hub, tmp_path, private):
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    r = publish_catalog(cat, REPO, private=private, **FAST)
+    repo = hub.repo(REPO)
+    assert repo.private is private
+    assert r.plan.parent == repo.commits[0].oid and r.commit == repo.commits[1].oid
+    assert r.plan.exists is False and r.plan.report_lines()[0].startswith(
+        f"dataset repo {REPO} (new): ")
+    assert r.url == f"{hub.url}/datasets/{REPO}/commit/{r.commit}"
+    assert r.plan.counts()["unchanged"] == 0 and len(r.plan.changes) == len(r.plan.files)
+
+
+def test_private_default_comes_from_the_config(hub, tmp_path):
+    (tmp_path / "config.toml").write_text("[hub]\nprivate = true\n")
+    publish_catalog(build_catalog(tmp_path / "cat", counts=False), REPO, **FAST)
+    publish_adapter(make_adapter(tmp_path / "ad", evals=False), "alice/ad", **FAST)
+    assert hub.repo(REPO).private and hub.repo("alice/ad", "model").private
+
+
+def test_an_existing_repo_is_not_created_again(hub, tmp_path):
+    hub.add_repo(REPO)
+    hub.fail("POST", r"/api/repos/create", 500, times=10)       # would fail if called
+    r = publish_catalog(build_catalog(tmp_path / "cat", counts=False), REPO, **FAST)
+    assert r.commit == hub.repo(REPO).head and r.plan.exists is True
+
+
+def test_publish_passes_its_options_through(hub, tmp_path):
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    r = publish_catalog(cat, REPO, message="my words", license="mit", **FAST)
+    assert [c.summary for c in hub.repo(REPO).commits] == ["initial commit", "my words"]
+    assert "license: mit" in hub.files(REPO)["README.md"].decode()
+    assert r.plan.description == hub.repo(REPO).commits[-1].description
+    folder = make_adapter(tmp_path / "ad", evals=False)
+    r = publish_adapter(folder, "alice/ad", message="adapter words", license="mit", **FAST)
+    assert hub.repo("alice/ad", "model").commits[-1].summary == "adapter words"
+    assert "license: mit" in hub.files("alice/ad", "model")["README.md"].decode()
+
+
+# -- publish_catalog / publish_adapter pass each option on ------------------------------------------
+def _publish(target, tmp_path, repo=None, **kw):
+    if target == "catalog":
+        cat = build_catalog(tmp_path / "cat", counts=False)
+        return publish_catalog(cat, repo or REPO, **kw)
+    folder = tmp_path / "ad"
+    if not (folder / "lape_adapter.json").exists():
+        make_adapter(folder, evals=False)
+    return publish_adapter(folder, repo or "alice/ad", **kw)
+
+
+TARGETS = {"catalog": ("dataset", REPO, r"/api/datasets/alice/lape-catalog"),
+           "adapter": ("model", "alice/ad", r"/api/models/alice/ad")}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_token_argument_and_its_absence(hub, tmp_path, monkeypatch, target):
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(HubError, match=r"no Hugging Face token: set HF_TOKEN \(a write token\)"):
+        _publish(target, tmp_path)
+    staged = _publish(target, tmp_path, dry_run=tmp_path / "stage")   # a dry run needs none
+    assert staged.staged == tmp_path / "stage" and staged.plan.exists is False
+    kind, repo, _ = TARGETS[target]
+    assert (tmp_path / "stage" / ".lape-hub-staging").read_text() == \
+        f"{kind} {repo} @ (new repo)\n"
+    assert _publish(target, tmp_path, token=ALICE, **FAST).commit == hub.repo(repo, kind).head
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_401_with_a_token_is_not_taken_for_a_missing_repo(hub, tmp_path, target):
+    kind, repo, info = TARGETS[target]
+    hub.add_repo(repo, kind)
+    hub.fail("GET", info, 401)
+    with pytest.raises(HubError, match=rf"{kind} repo {repo} not found or private, and no "
+                                       r"valid token was sent \(401\)"):
+        _publish(target, tmp_path, **FAST)
+    assert len(hub.repo(repo, kind).commits) == 1
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_errors_name_the_repo_kind(hub, tmp_path, target):
+    kind, repo, _ = TARGETS[target]
+    hub.echo = True
+    hub.fail("POST", r"/api/repos/create", 400)
+    with pytest.raises(HubError) as e:
+        _publish(target, tmp_path, **FAST)
+    assert _scrubbed(e.value).startswith(f"the Hub refused creating {kind} repo {repo} (HTTP "
+                                         "400): ")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_retries_and_backoff_are_passed_on(hub, tmp_path, monkeypatch, target):
+    waits = []
+    monkeypatch.setattr(publisher.time, "sleep", waits.append)
+    hub.fail("POST", r"/commit/", 503, times=1)
+    with pytest.raises(HubError, match=r"HTTP 503"):
+        _publish(target, tmp_path, retries=0, backoff=5.0)
+    assert waits == []
+    hub.fail("POST", r"/commit/", 503, times=2)
+    assert _publish(target, tmp_path, retries=2, backoff=0.3).commit
+    assert waits == [0.3, 0.6]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_private_is_passed_on(hub, tmp_path, target):
+    kind, repo, _ = TARGETS[target]
+    _publish(target, tmp_path, private=True, **FAST)
+    assert hub.repo(repo, kind).private is True
+
+
+def test_adapter_repo_from_the_namespace_and_the_catalog_repo_from_the_config(hub, tmp_path,
+                                                                              monkeypatch):
+    folder = make_adapter(tmp_path / "ad", evals=False)
+    monkeypatch.setenv("LAPE_HUB_REPO", REPO)
+    r = publish_adapter(folder, namespace="lape-org", **FAST)
+    assert r.plan.repo_id == "lape-org/gemma-3-270m-npi_Deva-lape-sparse"
+    card = hub.files(r.plan.repo_id, "model")["README.md"].decode()
+    assert f"datasets/{REPO}" in card
+    r = publish_adapter(folder, namespace="lape-org", catalog_repo="alice/other", **FAST)
+    card = hub.files(r.plan.repo_id, "model")["README.md"].decode()
+    assert "datasets/alice/other" in card and f"datasets/{REPO}" not in card
+
+
+def test_adapter_prune_false_keeps_remote_only_files(hub, tmp_path):
+    folder = make_adapter(tmp_path / "ad", evals=False)
+    hub.add_repo("alice/ad", "model", files={"notes.md": b"kept"})
+    r = publish_adapter(folder, "alice/ad", prune=False, **FAST)
+    assert {c.path: c.status for c in r.plan.changes}["notes.md"] == "kept"
+    assert hub.files("alice/ad", "model")["notes.md"] == b"kept"
+    r = publish_adapter(folder, "alice/ad", **FAST)                    # the default prunes
+    assert {c.path: c.status for c in r.plan.changes}["notes.md"] == "deleted"
+    assert "notes.md" not in hub.files("alice/ad", "model")
+
+
+def test_adapter_dry_run_folder_inside_the_catalog_is_refused(hub, tmp_path):
+    from lape_hub.catalog import Catalog
+
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    folder = make_adapter(tmp_path / "ad", evals=False)
+    before = sorted(p.as_posix() for p in cat.root.rglob("*"))
+    with pytest.raises(LapeHubError, match="catalog"):
+        publish_adapter(folder, "alice/ad", catalog=Catalog(cat.root),
+                        dry_run=cat.root / "stage")
+    assert sorted(p.as_posix() for p in cat.root.rglob("*")) == before
+
+
+def test_a_missing_merged_folder_is_made_from_the_adapter(hub, tmp_path, monkeypatch):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from lape_hub import sparse_adapter
+
+    calls = []
+
+    def fake_merge(adapter_dir, out):
+        calls.append((Path(adapter_dir), Path(out)))
+        Path(out).mkdir(parents=True)
+        (Path(out) / "config.json").write_text("{}")
+        save_file({"w": np.ones(2, np.float32)}, str(Path(out) / "model.safetensors"))
+
+    monkeypatch.setattr(sparse_adapter, "merge_adapter", fake_merge)
+    folder = make_adapter(tmp_path / "ad", evals=False)
+    r = publish_adapter(folder, "alice/ad", merged=tmp_path / "merged", **FAST)
+    assert calls == [(folder, tmp_path / "merged")]
+    assert "merged/model.safetensors" in hub.files("alice/ad", "model") and r.commit
+
+
+# -- what may be uploaded: content checks, the catalog and adapter folders ------------------------
+def _content(tmp_path, name: str, data: bytes) -> str | None:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return content_problem(LocalFile(name, p))
+
+
+def _safetensors(header: bytes, n: int | None = None, tail: bytes = b"") -> bytes:
+    return (len(header) if n is None else n).to_bytes(8, "little") + header + tail
+
+
+def test_content_problem_json(tmp_path, monkeypatch):
+    assert _content(tmp_path, "merges.txt", b"\xff not checked") is None
+    assert _content(tmp_path, "tokenizer.model", b"hf_token_copied_here") is None
+    assert _content(tmp_path, "config.json", b'{"a": [1, 2]}') is None
+    assert _content(tmp_path, "config.json", b'"just a string"') is None
+    assert _content(tmp_path, "config.json", b"hf_abc") == "not valid JSON"
+    assert _content(tmp_path, "config.json", b'{"a": "\xff"}') == "not valid JSON"
+    assert _content(tmp_path, "config.json", b"[" * 100_000 + b"]" * 100_000) == \
+        "not valid JSON"
+    assert _content(tmp_path, "sub.json", b"") == "not valid JSON"
+    monkeypatch.setattr(publisher, "_JSON_LIMIT", 10)
+    assert _content(tmp_path, "a.json", b'"12345678"') is None               # exactly 10 bytes
+    assert _content(tmp_path, "a.json", b'"123456789"') == "JSON file over 64 MiB"
+
+
+def test_content_problem_safetensors(tmp_path):
+    bad = "not a safetensors file"
+    assert _content(tmp_path, "w.safetensors", _safetensors(b"{}")) is None    # n == 2 == size-8
+    assert _content(tmp_path, "w.safetensors", _safetensors(b'{"a":1}', tail=b"\0" * 4)) is None
+    assert _content(tmp_path, "w.safetensors", _safetensors(b"{}  ", n=2)) is None
+    assert _content(tmp_path, "w.safetensors", _safetensors(b"{", n=1)) == bad
+    assert _content(tmp_path, "w.safetensors", _safetensors(b"", n=0)) == bad
+    assert _content(tmp_path, "w.safetensors", _safetensors(b"{}", n=3)) == bad   # past the end
+    assert _content(tmp_path, "w.safetensors", _safetensors(b"[]")) == bad         # not a dict
+    assert _content(tmp_path, "w.safetensors", _safetensors(b'"{}"')) == bad
+    assert _content(tmp_path, "w.safetensors", _safetensors(b"{x}")) == bad
+    assert _content(tmp_path, "w.safetensors", _safetensors(b'{"\xff":1}')) == bad
+    assert _content(tmp_path, "w.safetensors", b"\x02\0\0\0\0\0\0") == bad          # 7 bytes
+    assert _content(tmp_path, "w.safetensors", b"") == bad
+    assert _content(tmp_path, "w.safetensors", b"hf_secret_token_value") == bad
+    big = (100 << 20) + 1                      # a header length over 100 MiB, file long enough
+    p = tmp_path / "big.safetensors"
+    with open(p, "wb") as f:
+        f.write(big.to_bytes(8, "little") + b"{}")
+        f.truncate(big + 8)                    # sparse: no 100 MiB written
+    assert content_problem(LocalFile("big.safetensors", p)) == bad
+
+
+def test_catalog_data_files_lists_entries_manifest_and_schemas(tmp_path):
+    from lape_hub.paths import schemas_dir
+
+    cat = build_catalog(tmp_path / "cat")
+    (cat.root / ".lock").write_text("")
+    files = catalog_data_files(cat)
+    entries = sorted(p.relative_to(cat.root).as_posix() for p in cat.root.rglob("data.parquet"))
+    schemas = sorted(f"schemas/{p.name}" for p in schemas_dir().glob("*.json"))
+    assert list(files) == sorted(["CATALOG.json", *entries, *schemas])
+    assert len(entries) == 4 and schemas
+    assert files["CATALOG.json"].source == cat.root / "CATALOG.json"
+    assert files[schemas[0]].path == schemas[0]
+
+
+def test_catalog_data_files_refuses_what_is_not_an_entry(tmp_path):
+    from lape_hub.catalog import Catalog
+    from lape_hub.errors import NotInCatalogError, SchemaError
+
+    with pytest.raises(NotInCatalogError, match="has no entries"):
+        catalog_data_files(Catalog(tmp_path / "absent"))
+    only_manifest = build_catalog(tmp_path / "m", counts=False)
+    for p in sorted(only_manifest.root.rglob("*"), reverse=True):
+        if p.name != "CATALOG.json":
+            p.unlink() if p.is_file() else p.rmdir()
+    with pytest.raises(NotInCatalogError, match="has no entries"):
+        catalog_data_files(only_manifest)
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    (cat.root / "notes.txt").write_text("x")
+    with pytest.raises(LapeHubError, match=r"'notes.txt' \(not on the allow-list\)"):
+        catalog_data_files(cat)
+    (cat.root / "notes.txt").unlink()
+    (cat.root / "CATALOG.json").write_text('{"format": "lape-hub-catalog", "schema_version": 99}')
+    with pytest.raises(SchemaError, match=f"catalog {cat.root} has schema version 99"):
+        catalog_data_files(cat)
+    cat = build_catalog(tmp_path / "c2", counts=False)
+    entry = next(cat.root.rglob("data.parquet"))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    entry.unlink()
+    pq.write_table(pa.table({"x": [1]}), entry)
+    with pytest.raises(SchemaError, match="does not match"):
+        catalog_data_files(cat)
+
+
+def test_adapter_files_allow_list_card_and_merged(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = make_adapter(tmp_path / "ad")
+    (folder / "README.md").write_text("old card")
+    files = adapter_files(folder)
+    assert sorted(files) == ["eval_results.json", "lape_adapter.json",
+                             "lape_adapter.safetensors"]
+    assert files["lape_adapter.json"].source == folder / "lape_adapter.json"
+    merged = folder / "merged"                    # inside the adapter folder: its own walk
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    for name in ("model.safetensors", "model-00001-of-00002.safetensors"):
+        save_file({"w": np.ones(2, np.float32)}, str(merged / name))
+    with pytest.raises(LapeHubError, match="merged"):        # without merged=: a stray folder
+        adapter_files(folder)
+    files = adapter_files(folder, merged)
+    assert sorted(files) == ["eval_results.json", "lape_adapter.json",
+                             "lape_adapter.safetensors", "merged/config.json",
+                             "merged/model-00001-of-00002.safetensors",
+                             "merged/model.safetensors"]
+    assert files["merged/config.json"].path == "merged/config.json"
+    for stray in ("model-1-of-2.safetensors", "xmodel.safetensors", "README.md"):
+        (merged / stray).write_bytes(b"x")
+        with pytest.raises(LapeHubError, match=rf"merged model folder .*'{stray}' \(not on"):
+            adapter_files(folder, merged)
+        (merged / stray).unlink()
+    (merged / "tokenizer.json").write_text("hf_not_json")
+    with pytest.raises(LapeHubError, match=r"'tokenizer.json' \(not valid JSON\)"):
+        adapter_files(folder, merged)
+    (merged / "tokenizer.json").unlink()
+    (folder / "adapter_config.json").write_text("hf_not_json")
+    with pytest.raises(LapeHubError, match=r"adapter folder .*'adapter_config.json' \(not valid"):
+        adapter_files(folder, merged)
+    (folder / "adapter_config.json").unlink()
+    outside = tmp_path / "outside"
+    merged.rename(outside)
+    assert sorted(adapter_files(folder, outside))[-1] == "merged/model.safetensors"
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(LapeHubError, match=r"adapter folder .*'notes.txt' \(not on"):
+        adapter_files(folder, outside)
+
+
+def test_inside():
+    here = Path.cwd()
+    assert publisher._inside(here / "a" / "b", here) and publisher._inside(here, here)
+    assert not publisher._inside(here.parent, here)
+    assert not publisher._inside(here.parent / (here.name + "x"), here)
