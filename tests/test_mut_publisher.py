@@ -731,3 +731,267 @@ def test_inside():
     assert publisher._inside(here / "a" / "b", here) and publisher._inside(here, here)
     assert not publisher._inside(here.parent, here)
     assert not publisher._inside(here.parent / (here.name + "x"), here)
+
+
+# -- commit messages, descriptions, evaluations, adapter repos ---------------------------------------
+NEU = "neurons/model={m}/refset=paper-12/selection=s/data.parquet"
+CNT = "activation_counts/model={m}/revision=main/corpus=c/lang={lang}/data.parquet"
+
+
+def test_catalog_commit_message():
+    msg = publisher.catalog_commit_message
+    assert msg([], {}) == "Update dataset card and schemas"
+    assert msg([Change("README.md", "changed"), Change("schemas/neurons.json", "added")], {}) \
+        == "Update dataset card and schemas"
+    assert msg([Change(NEU.format(m="a"), "deleted")], {}) == "Remove 1 catalog file"
+    assert msg([Change(NEU.format(m="a"), "deleted"), Change("README.md", "deleted"),
+                Change("README.md", "changed")], {}) == "Remove 2 catalog files"
+    n1, n2 = NEU.format(m="m1"), NEU.format(m="m2")
+    c1, c2 = CNT.format(m="m1", lang="isl_Latn"), CNT.format(m="m1", lang="afr_Latn")
+    new = {n1: {"npi_Deva", "mlt_Latn"}, n2: set(), c1: {"ignored"}}
+    assert msg([Change(n1, "added"), Change(c1, "added"), Change(c2, "added"),
+                Change(n2, "added"), Change("README.md", "changed")], new) == \
+        "Add m1 · 4 languages, m2 (activation_counts, neurons)"
+    assert msg([Change(c1, "changed"), Change(n1, "added")], new) == \
+        "Update m1 · 3 languages (activation_counts, neurons)"
+    assert msg([Change(c1, "added"), Change(n2, "deleted")], new) == \
+        "Add m1 · 1 language (activation_counts); remove 1 file"
+    assert msg([Change(n1, "changed"), Change(n2, "deleted"), Change(c2, "deleted")], {}) == \
+        "Update m1 (neurons); remove 2 files"
+
+
+def test_description_lists_pending_changes_up_to_the_limit():
+    from lape_hub import __version__
+
+    changes = [Change("a", "added"), Change("b", "unchanged"), Change("c", "changed", 1, "n"),
+               Change("d", "deleted"), Change("e", "kept"), Change("f", "skipped", 1, "x")]
+    tail = ["", f"Published with lape-hub {__version__}."]
+    assert publisher._description(changes).split("\n") == [
+        "added: a", "changed: c (n)", "deleted: d", *tail]
+    assert publisher._description(changes, limit=2).split("\n") == [
+        "added: a", "changed: c (n)", "... and 1 more", *tail]
+    assert publisher._description(changes, limit=3).split("\n") == [
+        "added: a", "changed: c (n)", "deleted: d", *tail]
+    many = [Change(f"p{i:03}", "added") for i in range(203)]
+    lines = publisher._description(many).split("\n")
+    assert lines[199] == "added: p199" and lines[200] == "... and 3 more" and len(lines) == 203
+
+
+def test_evaluation_rows(tmp_path):
+    from lape_hub.cards import Evaluation
+
+    where = tmp_path / "eval_results.json"
+    ev = publisher._evaluation
+    assert ev({"dataset": "flores", "metric": "chrf", "value": "31.5"}, where) == Evaluation(
+        "text-generation", "flores", "chrf", 31.5)
+    assert ev({"task": "qa", "dataset": 1, "metric": 2, "value": 3, "split": "dev",
+               "lang": "mlt_Latn", "name": "N", "signature": "S"}, where) == Evaluation(
+        "qa", "1", "2", 3.0, split="dev", config="mlt_Latn", name="N", signature="S")
+    assert ev({"task": "", "dataset": "d", "metric": "m", "value": 1, "config": "c",
+               "lang": "l", "signature": None}, where) == Evaluation(
+        "text-generation", "d", "m", 1.0, config="c")
+    for bad in ({"metric": "m", "value": 1}, {"dataset": "d", "value": 1},
+                {"dataset": "d", "metric": "m"}, {"dataset": "d", "metric": "m", "value": "x"},
+                {"dataset": "d", "metric": "m", "value": None}, ["not", "a", "dict"], 7):
+        with pytest.raises(LapeHubError) as e:
+            ev(bad, where)
+        assert str(e.value) == (f"{where}: an evaluation needs dataset, metric and value "
+                                f"(got {bad!r:.120})")
+
+
+def test_load_evaluations_from_the_config_the_catalog_and_the_results_file(tmp_path):
+    import json
+    import math
+
+    from lape_hub.cards import AdapterInfo, Evaluation
+
+    folder = make_adapter(tmp_path / "ad")
+    info = AdapterInfo.from_dir(folder)
+    sig = info.signature
+    loss = [Evaluation("text-generation", "sib200:train", "loss", 2.5, split="validation",
+                       config="npi_Deva", name="validation loss (nats/token)", signature=sig),
+            Evaluation("text-generation", "sib200:train", "perplexity", math.exp(2.5),
+                       split="validation", config="npi_Deva", name="validation perplexity",
+                       signature=sig)]
+    chrf = Evaluation("text-generation", "flores200", "chrf", 31.5, split="devtest",
+                      signature="chrf|flores200|v:0.1.0")
+    assert publisher.load_evaluations(info, None) == [*loss, chrf]
+    (folder / "eval_results.json").write_text(json.dumps(
+        {"dataset": "d", "metric": "m", "value": 1}))                      # one object, no list
+    assert publisher.load_evaluations(info, None)[2:] == [Evaluation("text-generation", "d",
+                                                                     "m", 1.0)]
+    (folder / "eval_results.json").write_text("{not json")
+    with pytest.raises(LapeHubError, match=r"eval_results.json: not valid JSON \("):
+        publisher.load_evaluations(info, None)
+    (folder / "eval_results.json").unlink()
+    cfg = json.loads((folder / "lape_adapter.json").read_text())
+    for value in (float("nan"), "2.5", None, True):
+        cfg.update(best_val_loss=value, corpus="")
+        (folder / "lape_adapter.json").write_text(json.dumps(cfg))
+        got = publisher.load_evaluations(AdapterInfo.from_dir(folder), None)
+        assert got == ([Evaluation("text-generation", "validation set", "loss", 1.0,
+                                   split="validation", config="npi_Deva",
+                                   name="validation loss (nats/token)", signature=sig),
+                        Evaluation("text-generation", "validation set", "perplexity",
+                                   math.e, split="validation", config="npi_Deva",
+                                   name="validation perplexity", signature=sig)]
+                       if value is True else []), value
+    cfg.update(best_val_loss=3)
+    (folder / "lape_adapter.json").write_text(json.dumps(cfg))
+    got = publisher.load_evaluations(AdapterInfo.from_dir(folder), None)
+    assert [(e.dataset, e.metric, e.value) for e in got] == [
+        ("validation set", "loss", 3.0), ("validation set", "perplexity", math.exp(3))]
+
+
+def test_adapter_row_matches_the_artifact_then_the_latest_signature(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    import pyarrow as pa
+    from test_publisher import add_adapter_row
+
+    from lape_hub.cards import AdapterInfo
+    from lape_hub.schemas import table_schema
+
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    folder = make_adapter(tmp_path / "ad", catalog=cat)
+    info = AdapterInfo.from_dir(folder)
+    assert publisher.adapter_row(info, None) is None
+    assert publisher.adapter_row(info, cat) is None                     # no adapters table rows
+    add_adapter_row(cat, folder, best_val_loss=2.0)
+    row = publisher.adapter_row(info, cat)
+    assert row["best_val_loss"] == 2.0
+    # the folder changes: no digest matches; the latest row of the same signature is taken
+    (folder / "eval_results.json").write_text("[]")
+    schema = table_schema("adapters")
+    base = dict(row)
+    t0 = datetime.now(timezone.utc) + timedelta(days=1)       # after the first row
+    rows = [dict(base, run_id="aaaaaaaaaaaa", best_val_loss=3.0, created_at=t0 + timedelta(1),
+                 artifact_sha256="0" * 64),
+            dict(base, run_id="bbbbbbbbbbbb", best_val_loss=4.0, created_at=t0,
+                 artifact_sha256="1" * 64),
+            dict(base, run_id="cccccccccccc", best_val_loss=5.0, created_at=t0 + timedelta(9),
+                 artifact_sha256="2" * 64, signature="another")]
+    for r in rows:
+        cat.write("adapters", pa.Table.from_pylist([r], schema=schema.arrow))
+    assert publisher.adapter_row(info, cat)["best_val_loss"] == 3.0
+    assert publisher.load_evaluations(info, cat)[0].value == 3.0
+    unsigned = AdapterInfo(**{**info.__dict__, "signature": ""})
+    assert publisher.adapter_row(unsigned, cat) is None
+
+
+def test_adapter_repo_id_sources(tmp_path, monkeypatch):
+    import json
+
+    from lape_hub.cards import AdapterInfo
+
+    for var in ("LAPE_HUB_REPO",):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LAPE_HUB_CONFIG", str(tmp_path / "config.toml"))
+    folder = make_adapter(tmp_path / "ad", evals=False)
+    info = AdapterInfo.from_dir(folder)
+    rid = publisher.adapter_repo_id
+    assert rid(info, "org/x") == "org/x"
+    with pytest.raises(LapeHubError):
+        rid(info, "not a repo id")
+    with pytest.raises(HubError, match=r"no repo for adapter .*: pass --hub-repo ORG/NAME or "
+                                       "--namespace ORG"):
+        rid(info)
+    assert rid(info, None, "ns") == "ns/gemma-3-270m-npi_Deva-lape-sparse"
+    monkeypatch.setenv("LAPE_HUB_REPO", "cat-org/catalog")
+    assert rid(info) == "cat-org/gemma-3-270m-npi_Deva-lape-sparse"
+    (tmp_path / "config.toml").write_text('[hub]\nadapter_namespace = "cfg-org"\n')
+    assert rid(info) == "cfg-org/gemma-3-270m-npi_Deva-lape-sparse"
+    assert rid(info, None, "ns") == "ns/gemma-3-270m-npi_Deva-lape-sparse"
+    cfg = json.loads((folder / "lape_adapter.json").read_text())
+    (folder / "lape_adapter.json").write_text(json.dumps(dict(cfg, hub_repo="own/repo")))
+    assert rid(AdapterInfo.from_dir(folder), None, "ns") == "own/repo"
+    assert rid(AdapterInfo.from_dir(folder), "org/x") == "org/x"
+    (folder / "lape_adapter.json").write_text(json.dumps(dict(cfg, hub_repo="bad id!")))
+    with pytest.raises(LapeHubError, match="lape_adapter.json"):
+        rid(AdapterInfo.from_dir(folder))
+    (folder / "lape_adapter.json").write_text(json.dumps(dict(cfg, hub_repo=7)))
+    assert rid(AdapterInfo.from_dir(folder), None, "ns") == "ns/gemma-3-270m-npi_Deva-lape-sparse"
+
+
+def test_find_adapters(tmp_path):
+    with pytest.raises(LapeHubError, match=f"adapters folder {tmp_path / 'none'} does not exist"):
+        publisher.find_adapters(tmp_path / "none")
+    a = make_adapter(tmp_path / "all" / "b" / "npi", evals=False)
+    b = make_adapter(tmp_path / "all" / "a", evals=False)
+    merged = make_adapter(tmp_path / "all" / "merged", evals=False)
+    (merged / "config.json").write_text("{}")
+    make_adapter(tmp_path / "all" / ".hidden" / "x", evals=False)
+    assert publisher.find_adapters(tmp_path / "all") == [b, a]
+    assert publisher.find_adapters(tmp_path / "all" / ".hidden") == [tmp_path / "all" / ".hidden"
+                                                                     / "x"]
+
+
+def test_merged_dir(tmp_path, monkeypatch):
+    from lape_hub import sparse_adapter
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "config.json").write_text("{}")
+    monkeypatch.setattr(sparse_adapter, "merge_adapter", lambda *a: pytest.fail("no merge"))
+    assert publisher._merged_dir(tmp_path, full) == full
+    calls = []
+    monkeypatch.setattr(sparse_adapter, "merge_adapter", lambda a, o: calls.append((a, o)))
+    (tmp_path / "empty").mkdir()
+    assert publisher._merged_dir(tmp_path / "ad", str(tmp_path / "empty")) == tmp_path / "empty"
+    assert calls == [(tmp_path / "ad", tmp_path / "empty")]
+    monkeypatch.delattr(sparse_adapter, "merge_adapter")
+    with pytest.raises(LapeHubError) as e:
+        publisher._merged_dir(tmp_path / "ad", tmp_path / "new")
+    assert str(e.value) == (f"no merged model in {tmp_path / 'new'}: make it with `lape-hub "
+                            f"merge {tmp_path / 'ad'} -o {tmp_path / 'new'}`")
+
+
+def test_publish_missing_stages_each_repo_in_its_own_folder(hub, tmp_path, monkeypatch):
+    cat = build_catalog(tmp_path / "cat")
+    make_adapter(tmp_path / "ads" / "npi", catalog=cat, evals=False)
+    stage = tmp_path / "stage"
+    results = publisher.publish_missing(cat.root, REPO, adapters=tmp_path / "ads",
+                                        dry_run=stage, token=None)
+    target = "alice/gemma-3-270m-npi_Deva-lape-sparse"
+    assert [r.plan.repo_id for r in results] == [REPO, target]
+    assert [r.staged for r in results] == [stage / "catalog",
+                                           stage / "alice--gemma-3-270m-npi_Deva-lape-sparse"]
+    assert not hub.repos
+    results = publisher.publish_missing(cat.root, REPO, adapters=tmp_path / "ads",
+                                        namespace="lape-org", private=True, **FAST)
+    assert [r.plan.repo_id for r in results] == [REPO, "lape-org/gemma-3-270m-npi_Deva-lape-sparse"]
+    assert all(r.commit for r in results) and hub.repo(REPO).private
+    card = hub.files(results[1].plan.repo_id, "model")["README.md"].decode()
+    assert f"datasets/{REPO}" in card
+    (tmp_path / "config.toml").write_text('[hub]\nadapter_namespace = "alice"\n')
+    make_adapter(tmp_path / "ads" / "mlt", "mlt_Latn", evals=False)
+    hub.fail("POST", r"/commit/", 503, times=1)
+    with pytest.raises(HubError, match=r"HTTP 503\) while committing to model repo "
+                                       "alice/gemma-3-270m-mlt_Latn-lape-sparse"):
+        publisher.publish_missing(cat.root, REPO, adapters=tmp_path / "ads", retries=0)
+    results = publisher.publish_missing(cat.root, REPO, adapters=tmp_path / "ads", retries=0)
+    assert [r.commit is None for r in results] == [True, False, False]   # catalog up to date
+    assert [r.plan.repo_id for r in results][1:] == [
+        "alice/gemma-3-270m-mlt_Latn-lape-sparse", target]
+    assert publisher.publish_missing(cat.root, REPO)[0].commit is None     # no adapters: catalog
+
+
+def test_missing_only_adapter_is_left_alone_only_when_weights_are_there(hub, tmp_path):
+    folder = make_adapter(tmp_path / "ad", evals=False)
+    hub.add_repo("alice/ad", "model", files={"notes.md": b"x"})
+    r = publish_adapter(folder, "alice/ad", missing_only=True, prune=False, **FAST)
+    assert r.commit and {c.path: c.status for c in r.plan.changes} == {
+        "lape_adapter.json": "added", "lape_adapter.safetensors": "added",
+        "README.md": "added", "notes.md": "kept"}
+    assert r.plan.message == "Add adapter gemma-3-270m · npi_Deva (lape-sparse)"
+    (folder / "lape_adapter.json").write_text(
+        (folder / "lape_adapter.json").read_text().replace("200", "300"))
+    r = publish_adapter(folder, "alice/ad", missing_only=True, prune=False, **FAST)
+    assert r.commit is None
+    assert {c.path: (c.status, c.note) for c in r.plan.changes} == {
+        "lape_adapter.json": ("skipped", "the remote has this adapter"),
+        "README.md": ("skipped", "the remote has this adapter"),
+        "lape_adapter.safetensors": ("unchanged", ""), "notes.md": ("kept", "")}
+    r = publish_adapter(folder, "alice/ad", prune=False, **FAST)
+    assert r.plan.message == "Update adapter gemma-3-270m · npi_Deva (lape-sparse)"
+    assert r.plan.description.startswith("changed: README.md\nchanged: lape_adapter.json\n")
