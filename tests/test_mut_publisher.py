@@ -22,7 +22,7 @@ from lape_hub.errors import HubError, LapeHubError
 from lape_hub.hub_files import LocalFile, RemoteFile
 from lape_hub.publisher import (Change, Plan, PublishResult, RemoteState, _commit, _diff,
                                 _unreachable, adapter_files, catalog_data_files,
-                                content_problem, publish_adapter,
+                                content_problem, plan_adapter, publish_adapter,
                                 publish_catalog, remote_state)
 
 REPO = "alice/lape-catalog"
@@ -995,3 +995,86 @@ def test_missing_only_adapter_is_left_alone_only_when_weights_are_there(hub, tmp
     r = publish_adapter(folder, "alice/ad", prune=False, **FAST)
     assert r.plan.message == "Update adapter gemma-3-270m · npi_Deva (lape-sparse)"
     assert r.plan.description.startswith("changed: README.md\nchanged: lape_adapter.json\n")
+
+
+# -- the adapter plan: the card's neuron set and evaluations, the defaults -------------------------
+def _adapter_for(folder, cat, lang="npi_Deva", **cfg_extra):
+    """An adapter folder whose lape_adapter.json names the neuron set ``cfg_extra`` picks."""
+    import json
+
+    make_adapter(folder, lang, evals=False)
+    cfg = json.loads((folder / "lape_adapter.json").read_text())
+    ns = cat.neuron_set("gemma-3-270m", lang, refset=cfg_extra.get("refset"),
+                        selection=cfg_extra.get("selection"))
+    cfg.update(cfg_extra, neuron_set_hash=ns.content_hash)
+    (folder / "lape_adapter.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def _card(plan) -> str:
+    return plan.files["README.md"].source.decode()
+
+
+def test_adapter_card_shows_the_neuron_set_the_adapter_names(tmp_path, monkeypatch):
+    import hub_server
+
+    from lape_hub.cards import AdapterInfo
+    from lape_hub.registry import resolve_model
+
+    root = tmp_path / "cat"
+    build_catalog(root, counts=False)                                   # paper-12, default: 3
+    build_catalog(root, refset="custom", per_layer=2, counts=False)     # another reference set
+    monkeypatch.setattr(hub_server, "SELECTION", "top0.02-f0.95-b0.95")
+    cat = build_catalog(root, per_layer=1, counts=False)                # another selection
+    n = resolve_model("gemma-3-270m").n_layers
+    cases = {"default": ({}, "3"), "mlt": ({}, "3"), "refset": ({"refset": "custom"}, "2"),
+             "selection": ({"selection": "top0.02-f0.95-b0.95"}, "1")}
+    for name, (extra, per) in cases.items():
+        lang = "mlt_Latn" if name == "mlt" else "npi_Deva"
+        info = AdapterInfo.from_dir(_adapter_for(tmp_path / name, cat, lang, **extra))
+        card = _card(plan_adapter(info, "alice/ad", RemoteState(False), catalog=cat))
+        assert f"| per layer | {' '.join([per] * n)} |" in card, name
+        assert f"| neurons | {int(per) * n:,} |" in card, name
+    info = AdapterInfo.from_dir(tmp_path / "default")
+    assert "| per layer |" not in _card(plan_adapter(info, "alice/ad", RemoteState(False)))
+
+
+def test_adapter_card_names_its_repo_and_its_own_evaluations(tmp_path):
+    from test_evaluation_cards import ROWS, _full
+
+    from lape_hub.cards import AdapterInfo
+    from lape_hub.digest import artifact_sha256
+    from lape_hub.evaluation.results import record_evals
+
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    folder = make_adapter(tmp_path / "ad", "mlt_Latn", evals=False)
+    run_id = artifact_sha256(folder)[:12]
+    rows = [dict(r, run_id=run_id if r["run_id"] == "abc123def456" else r["run_id"])
+            for r in ROWS]
+    decoys = [dict(rows[1], lang="afr_Latn", metric="decoy-lang", direction="afr_Latn->eng_Latn"),
+              dict(rows[1], model="other-model", metric="decoy-model")]
+    record_evals(_full(rows + decoys), cat)
+    info = AdapterInfo.from_dir(folder)
+    card = _card(plan_adapter(info, "alice/the-repo", RemoteState(False), catalog=cat))
+    assert "## Comparison" in card and "chrf++" in card and "alice/the-repo" in card
+    assert "decoy" not in card
+    head = card.split("---\n")[1]
+    assert "value: 23.4" in head                                  # this adapter's own row
+
+
+def test_plan_adapter_defaults_mirror_the_folder(tmp_path):
+    from lape_hub.cards import AdapterInfo
+
+    folder = make_adapter(tmp_path / "ad", evals=False)
+    weights = (folder / "lape_adapter.safetensors").read_bytes()
+    remote = RemoteState(True, "a" * 40, {
+        "lape_adapter.safetensors": _remote("lape_adapter.safetensors", weights),
+        "lape_adapter.json": _remote("lape_adapter.json", b"{}", lfs=False),
+        "notes.md": _remote("notes.md", b"x", lfs=False),
+        ".gitattributes": _remote(".gitattributes", b"*.bin lfs", lfs=False)})
+    plan = plan_adapter(AdapterInfo.from_dir(folder), "alice/ad", remote)
+    assert {c.path: c.status for c in plan.changes} == {
+        "lape_adapter.safetensors": "unchanged", "lape_adapter.json": "changed",
+        "README.md": "added", "notes.md": "deleted"}
+    assert plan.parent == "a" * 40 and plan.exists and plan.repo_type == "model"
+    assert plan.message == "Update adapter gemma-3-270m · npi_Deva (lape-sparse)"
