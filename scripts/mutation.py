@@ -67,6 +67,9 @@ MODULE_TESTS: dict[str, list[str]] = {
 _EVAL_CLI = ["--deselect", "tests/test_evaluation.py::test_cli_eval_and_compare",
              "--deselect", "tests/test_evaluation.py::test_cli_bad_input_is_one_line"]
 MODULE_PYTEST_ARGS: dict[str, list[str]] = {
+    # SIGKILL-resume and torchrun run the counting in subprocesses (slow, invisible to mutmut)
+    "activation_counts": ["--deselect", "tests/test_activation_counts.py::test_sigkill_and_resume_gives_identical_counts",
+                          "--deselect", "tests/test_activation_counts.py::test_torchrun_two_processes_equal_one"],
     # the three run `python -m lape_hub.cli list/overlap` in a subprocess (no publisher code)
     "publisher": ["--deselect", "tests/test_attacks_publish.py::test_a_pipe_in_the_catalog_does_not_hang_a_reader",
                   "--deselect", "tests/test_attacks_publish.py::test_damaged_files_through_the_real_entry_point"],
