@@ -1078,3 +1078,126 @@ def test_plan_adapter_defaults_mirror_the_folder(tmp_path):
         "README.md": "added", "notes.md": "deleted"}
     assert plan.parent == "a" * 40 and plan.exists and plan.repo_type == "model"
     assert plan.message == "Update adapter gemma-3-270m · npi_Deva (lape-sparse)"
+
+
+# -- the catalog plan: what is kept, pruned, skipped, refused ----------------------------------------
+NEURONS = "neurons/model=gemma-3-270m/refset=paper-12/selection=top0.05-f0.95-b0.95/data.parquet"
+ISL_COUNTS = "activation_counts/model=gemma-3-270m/revision=main/corpus=test/lang=isl_Latn/" \
+             "data.parquet"
+
+
+def _card_langs(readme: bytes) -> list[str]:
+    import yaml
+
+    return yaml.safe_load(readme.decode().split("---\n")[1])["language"]
+
+
+def test_catalog_plan_keeps_or_prunes_remote_only_files(hub, tmp_path):
+    publish_catalog(build_catalog(tmp_path / "a"), REPO, **FAST)
+    isl = build_catalog(tmp_path / "isl", ("isl_Latn",)).root / ISL_COUNTS
+    hub.push_files(REPO, {ISL_COUNTS: isl.read_bytes(), "notes.txt": b"mine",
+                          "schemas/old.json": b"{}"})
+    local = build_catalog(tmp_path / "b", counts=False)
+    kept = publish_catalog(local, REPO, dry_run=tmp_path / "s1")
+    status = {c.path: c.status for c in kept.plan.changes}
+    assert status[ISL_COUNTS] == "kept" and status["schemas/old.json"] == "kept"
+    assert "notes.txt" not in status and ".gitattributes" not in status
+    assert status[NEURONS] == "changed" and status["CATALOG.json"] == "unchanged"
+    assert "is" in _card_langs((tmp_path / "s1" / "README.md").read_bytes())
+    pruned = publish_catalog(local, REPO, prune=True, dry_run=tmp_path / "s2")
+    status = {c.path: c.status for c in pruned.plan.changes}
+    assert status[ISL_COUNTS] == "deleted" and status["schemas/old.json"] == "deleted"
+    assert "notes.txt" not in status and status["CATALOG.json"] == "unchanged"
+    assert sum(s == "deleted" for s in status.values()) == 5          # 4 counts + old schema
+    assert "is" not in _card_langs((tmp_path / "s2" / "README.md").read_bytes())
+    hub.push_files(REPO, {"README.md": None})
+    again = publish_catalog(local, REPO, prune=True, dry_run=tmp_path / "s3")
+    assert {c.path: c.status for c in again.plan.changes}["README.md"] == "added"
+
+
+def test_catalog_plan_refuses_a_damaged_remote_copy_naming_the_head(hub, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    local = build_catalog(tmp_path / "local", counts=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"lang": ["npi_Deva"], "x": [1]}), sink)
+    hub.add_repo(REPO, files={NEURONS: sink.getvalue().to_pybytes()})
+    head = hub.repo(REPO).head
+    with pytest.raises(LapeHubError) as e:
+        publish_catalog(local, REPO, dry_run=tmp_path / "s")
+    text = str(e.value)
+    assert text.startswith(f"dataset repo {REPO}@{head[:12]}: the remote copy of {NEURONS} is "
+                           "damaged or foreign (it does not match schema"), text
+    assert text.endswith("); publish with --force to replace it with the local copy"), text
+    assert "lape-hub-remote-" not in text and str(tmp_path) not in text
+    forced = publish_catalog(local, REPO, force=True, dry_run=tmp_path / "s")
+    assert {c.path: c.status for c in forced.plan.changes}[NEURONS] == "changed"
+    assert forced.plan.message == "Update gemma-3-270m (neurons)"   # no languages known to add
+
+
+def test_catalog_plan_names_the_languages_it_would_drop(hub, tmp_path):
+    langs = ("afr_Latn", "isl_Latn", "mlt_Latn", "npi_Deva", "swh_Latn", "zul_Latn", "deu_Latn")
+    publish_catalog(build_catalog(tmp_path / "a", langs, counts=False), REPO, **FAST)
+    with pytest.raises(HubError) as e:
+        publish_catalog(build_catalog(tmp_path / "b", ("npi_Deva",), counts=False), REPO,
+                        dry_run=tmp_path / "s")
+    assert str(e.value) == (
+        f"publishing {NEURONS} would drop 6 language(s) the remote has (afr_Latn, deu_Latn, "
+        "isl_Latn, mlt_Latn, swh_Latn): fetch the remote catalog into the local one first, or "
+        "publish with --force")
+
+
+def test_catalog_plan_missing_only_notes_and_new_languages(hub, tmp_path):
+    publish_catalog(build_catalog(tmp_path / "a"), REPO, **FAST)
+    same = publish_catalog(build_catalog(tmp_path / "b"), REPO, missing_only=True,
+                           dry_run=tmp_path / "s1")
+    notes = {c.path.split("/")[0]: (c.status, c.note) for c in same.plan.changes
+             if c.status == "skipped"}
+    assert notes == {"neurons": ("skipped", "the remote already has its languages"),
+                     "activation_counts": ("skipped", "the remote already has this entry"),
+                     "README.md": ("skipped", "nothing missing")}
+    assert not same.plan.pending
+    more = build_catalog(tmp_path / "c", ("npi_Deva", "mlt_Latn", "afr_Latn", "isl_Latn"),
+                         counts=False)
+    r = publish_catalog(more, REPO, missing_only=True, dry_run=tmp_path / "s2")
+    assert {c.path: c.status for c in r.plan.pending} == {NEURONS: "changed",
+                                                          "README.md": "changed"}
+    assert r.plan.message == "Update gemma-3-270m · 1 language (neurons)"
+    full = publish_catalog(more, REPO, dry_run=tmp_path / "s3")
+    assert full.plan.message == "Update gemma-3-270m · 1 language (neurons)"
+
+
+def test_catalog_plan_reads_whole_every_file_it_uploads(hub, tmp_path):
+    from lape_hub.errors import SchemaError
+
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    publish_catalog(cat, REPO, **FAST)
+    p = cat.root / NEURONS
+    good = p.read_bytes()
+    data = bytearray(good)
+    data[8:400] = bytes(b ^ 0x5A for b in data[8:400])    # the footer intact, the pages not
+    p.write_bytes(bytes(data))
+    with pytest.raises(SchemaError) as e:
+        publish_catalog(cat, REPO, dry_run=tmp_path / "s")
+    assert str(e.value).startswith(f"corrupt Parquet file {p}: ")
+    assert "\n" not in str(e.value)
+    hub.push_files(REPO, {NEURONS: bytes(data)})             # the remote has the same bytes
+    r = publish_catalog(cat, REPO, dry_run=tmp_path / "s")    # unchanged: not uploaded, not read
+    assert {c.path: c.status for c in r.plan.changes}[NEURONS] == "unchanged"
+
+
+def test_catalog_plan_checks_the_remote_manifest_against_its_listing(hub, tmp_path):
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    hub.add_repo(REPO, files={"CATALOG.json": b'{"format": "lape-hub-catalog", '
+                                              b'"schema_version": 99}'})
+    with pytest.raises(LapeHubError) as e:
+        publish_catalog(cat, REPO, dry_run=tmp_path / "s")
+    assert str(e.value) == (f"dataset repo {REPO} has schema version 99, newer than this "
+                            "lape-hub's 1: upgrade lape-hub before publishing to it")
+    hub.push_files(REPO, {"CATALOG.json": (cat.root / "CATALOG.json").read_bytes()})
+    assert publish_catalog(cat, REPO, dry_run=tmp_path / "s").plan.counts()["unchanged"] >= 1
+    hub.tree_hook = lambda listing: [dict(e, oid="0" * 40) if e["path"] == "CATALOG.json"
+                                     else e for e in listing]
+    with pytest.raises(LapeHubError, match="CATALOG.json"):
+        publish_catalog(cat, REPO, dry_run=tmp_path / "s")
