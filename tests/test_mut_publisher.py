@@ -165,8 +165,10 @@ def test_stage_writes_the_whole_tree_and_guards_its_folder(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "mine.txt").write_text("keep")
-    with pytest.raises(LapeHubError, match="is not empty"):
+    with pytest.raises(LapeHubError) as e:
         plan.stage(foreign)
+    assert str(e.value) == (f"--dry-run folder {foreign} is not empty (and was not staged by "
+                            "lape-hub): pick an empty or new folder")
     (tmp_path / "marker").write_text("x")
     (foreign / ".lape-hub-staging").symlink_to(tmp_path / "marker")
     with pytest.raises(LapeHubError, match="is not empty"):
@@ -491,14 +493,26 @@ def test_the_token_argument_and_its_absence(hub, tmp_path, monkeypatch, target):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_a_401_with_a_token_is_not_taken_for_a_missing_repo(hub, tmp_path, target):
-    kind, repo, info = TARGETS[target]
+def test_a_401_with_a_token_is_not_taken_for_a_missing_repo(hub, tmp_path, monkeypatch, target):
+    """The Hub answers 401 RepoNotFound for a repo it hides: without a token (a dry run) the
+    repo counts as new; with one, the publish stops instead of creating and committing."""
+    import hub_server
+
+    kind, repo, _ = TARGETS[target]
     hub.add_repo(repo, kind)
-    hub.fail("GET", info, 401)
+
+    def hidden(self, repo_type, repo_id, user, *, write=False):
+        raise hub_server.HttpError(401, "Repository not found", "RepoNotFound")
+
+    monkeypatch.setattr(hub_server._Handler, "_repo", hidden)
     with pytest.raises(HubError, match=rf"{kind} repo {repo} not found or private, and no "
-                                       r"valid token was sent \(401\)"):
+                                       r"valid token was sent \(401\)") as e:
         _publish(target, tmp_path, **FAST)
-    assert len(hub.repo(repo, kind).commits) == 1
+    assert e.value.status == 401 and len(hub.repo(repo, kind).commits) == 1
+    assert not any(m == "POST" for m, _, _ in hub.requests)
+    monkeypatch.delenv("HF_TOKEN")
+    staged = _publish(target, tmp_path, dry_run=tmp_path / "stage")
+    assert staged.plan.exists is False and staged.plan.parent is None
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -1201,3 +1215,19 @@ def test_catalog_plan_checks_the_remote_manifest_against_its_listing(hub, tmp_pa
                                      else e for e in listing]
     with pytest.raises(LapeHubError, match="CATALOG.json"):
         publish_catalog(cat, REPO, dry_run=tmp_path / "s")
+
+
+def test_ensure_repo_creates_idempotently_and_scrubs_its_errors():
+    calls = []
+
+    class Api:
+        def create_repo(self, repo_id, **kw):
+            calls.append((repo_id, kw))
+            if len(calls) > 1:
+                raise _Status(400, f"no, {ALICE}")
+
+    publisher._ensure_repo(Api(), "alice/x", "model", private=True, token=ALICE)
+    assert calls == [("alice/x", {"repo_type": "model", "private": True, "exist_ok": True})]
+    with pytest.raises(HubError) as e:
+        publisher._ensure_repo(Api(), "alice/x", "dataset", private=False, token=ALICE)
+    assert str(e.value) == "creating dataset repo alice/x failed: _Status: no, hf_***"
