@@ -78,9 +78,11 @@ def test_paired_bootstrap_refuses_unpaired_or_empty_input():
     from lape_hub.errors import LapeHubError
     from lape_hub.evaluation.significance import paired_bootstrap_mean
 
-    with pytest.raises(LapeHubError, match="same, non-empty"):
+    with pytest.raises(LapeHubError, match="^paired bootstrap needs the same, non-empty "
+                       "examples for both systems$"):
         paired_bootstrap_mean([1, 0], [1, 0, 1])
-    with pytest.raises(LapeHubError, match="same, non-empty"):
+    with pytest.raises(LapeHubError, match="^paired bootstrap needs the same, non-empty "
+                       "examples for both systems$"):
         paired_bootstrap_mean([], [])
 
 
@@ -134,6 +136,13 @@ def test_compare_rows_corpus_metrics_against_sacrebleu_directly():
                   - make().corpus_score([HYP_A[i] for i in ix], [[REFS[i] for i in ix]]).score
                   for ix in idx]
         assert c.ci == pytest.approx((np.percentile(deltas, 2.5), np.percentile(deltas, 97.5)))
+        # close systems (two sentences better): the bootstrap p-value, not the floor 1/(n+1)
+        close = list(HYP_A)
+        close[1], close[4] = HYP_B[1], HYP_B[4]
+        c2 = compare_rows(_trow(metric, HYP_A), _trow(metric, close), n=100)
+        _, stats = PairedTest([("a", HYP_A), ("b", close)], {metric: make()}, [REFS],
+                              test_type="bs", n_samples=100)()
+        assert c2.p_value == pytest.approx(stats[key][1].p_value) and c2.p_value > 0.05
         d = c.to_dict()
         assert d == {"metric": metric, "a": c.a, "b": c.b, "delta": c.delta, "ci_low": c.ci[0],
                      "ci_high": c.ci[1], "p_value": c.p_value, "n": len(REFS),
@@ -172,12 +181,13 @@ def test_compare_rows_refusals_name_the_problem():
     from lape_hub.evaluation.significance import compare_rows
 
     for key, value in (("task", "topic"), ("direction", "y->x"), ("metric", "chrf++")):
-        with pytest.raises(LapeHubError, match="same task, direction and metric"):
+        with pytest.raises(LapeHubError, match="^compare rows of the same task, direction and metric$"):
             compare_rows(_trow("bleu", HYP_A), {**_trow("bleu", HYP_B), key: value})
     empty = {**_trow("bleu", HYP_A, run_id="abc"), "items": None}
     with pytest.raises(LapeHubError, match="translation bleu of abc has no per-example data"):
         compare_rows(empty, _trow("bleu", HYP_B))
-    with pytest.raises(LapeHubError, match=r"different examples \(8 vs 3\)"):
+    with pytest.raises(LapeHubError, match=r"^the two systems were evaluated on different examples "
+                       r"\(8 vs 3\); rerun both with the same --split and --limit$"):
         other = _trow("bleu", HYP_B)
         other["items"]["ids"] = [0, 1, 2]
         compare_rows(_trow("bleu", HYP_A), other)
@@ -252,6 +262,10 @@ def test_compare_systems_pairs_the_rows_of_both_runs(tmp_path):
                           split="dev", n=80)
     assert len(dev) == 3 and all(o["delta"] == 0 for o in dev)
     assert compare_systems(cat, model="tiny", lang="mlt_Latn", run_a="base", run_b="nope") == []
+    # run1 has rows of another split and language with the same keys: only its test rows count
+    back = compare_systems(cat, model="tiny", lang="mlt_Latn", run_a="run1", run_b="base",
+                           task="topic", n=80)[0]
+    assert (back["a"], back["b"]) == (pytest.approx(75.0), pytest.approx(37.5))
     default_n = compare_systems(cat, model="tiny", lang="mlt_Latn", run_a="base", run_b="run2",
                                 task="topic")[0]
     deltas = _numpy_paired_bootstrap(ca, cb, 1000, 12345)
@@ -823,3 +837,302 @@ def test_sequence_logprobs_refuses_an_empty_continuation():
 
     with pytest.raises(LapeHubError, match="empty continuation ''"):
         sequence_logprobs(tiny_model("llama", seed=1), tiny_tokenizer(), [("a", " b"), ("a", "")])
+
+
+# ------------------------------------------------------------------------------ evaluator
+def _system(**kw):
+    from lape_hub.evaluation.evaluator import System
+
+    return System(model=object(), tokenizer=object(), name="tiny", revision="rev1", **kw)
+
+
+def _result(**kw):
+    from lape_hub.evaluation.tasks import Result
+
+    base = dict(task="topic", direction="mlt_Latn", metric="acc_ll", value=37, n=8, split="dev",
+                dataset="Davlan/sib200")
+    return Result(**{**base, **kw})
+
+
+def test_result_row_by_hand():
+    from lape_hub import __version__
+    from lape_hub.evaluation.evaluator import result_row
+    from lape_hub.signature import signature
+
+    sysm = _system(run_id="abc", method="lora", adapter_signature="sig", device="cuda",
+                   dtype="bfloat16")
+    when = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    r = _result(dataset_config="mlt_Latn", prompt_hash="p:12345678", ci=(1.5, 2.5),
+                generation={"b": 1, "a": "é"}, metric_signature="acc|x", seconds=3,
+                tokens_per_s=4.5, items={"ids": [1], "pred": ["é"]})
+    row = result_row(sysm, "mlt_Latn", r, params={"z": 1, "a": 2}, created_at=when)
+    assert row == {
+        "model": "tiny", "run_id": "abc", "lang": "mlt_Latn", "task": "topic",
+        "direction": "mlt_Latn", "metric": "acc_ll", "split": "dev", "method": "lora",
+        "revision": "rev1", "adapter_signature": "sig", "value": 37.0, "ci_low": 1.5,
+        "ci_high": 2.5, "n_examples": 8, "dataset": "Davlan/sib200", "dataset_config": "mlt_Latn",
+        "prompt_hash": "p:12345678", "generation": '{"a": "\\u00e9", "b": 1}',
+        "metric_signature": "acc|x",
+        "signature": signature("tiny", "rev1", lang="mlt_Latn", task="topic", dir="mlt_Latn",
+                               split="dev", n=8, prompt="p:12345678", adapter="abc"),
+        "seconds": 3.0, "tokens_per_s": 4.5, "items": '{"ids": [1], "pred": ["é"]}',
+        "lape_hub_version": __version__, "created_at": when, "params": '{"a": 2, "z": 1}'}
+    assert isinstance(row["value"], float) and isinstance(row["seconds"], float)
+    bare = result_row(_system(), "eng_Latn", _result(), params={})
+    assert (bare["ci_low"], bare["ci_high"], bare["generation"], bare["items"]) == (None,) * 4
+    assert "prompt:-" in bare["signature"] and "adapter:base" in bare["signature"]
+    assert bare["created_at"].tzinfo is not None
+    assert abs((bare["created_at"] - datetime.now(timezone.utc)).total_seconds()) < 60
+    assert result_row(_system(), "x", _result(items={}), params={})["items"] == "{}"
+
+
+@pytest.fixture
+def fake_tasks(monkeypatch):
+    """Two tasks in fake modules: `good` returns rows, `gone` is skipped; both record ctx."""
+    import sys
+    import types
+
+    from lape_hub.evaluation import evaluator
+    from lape_hub.evaluation.tasks import TaskSkipped
+
+    seen = []
+
+    def good_run(ctx):
+        seen.append(ctx)
+        ctx.notes.append(f"note from {ctx.lang}")
+        return [_result(task="good", direction=ctx.lang, split=ctx.split, metric=m, value=v)
+                for m, v in (("m1", 1.0), ("m2", 2.0))]
+
+    def gone_run(ctx):
+        seen.append(ctx)
+        raise TaskSkipped("no data here")
+
+    for name, fn in (("good", good_run), ("gone", gone_run)):
+        mod = types.ModuleType(f"_fake_task_{name}")
+        mod.run = fn
+        monkeypatch.setitem(sys.modules, mod.__name__, mod)
+        monkeypatch.setitem(evaluator.TASKS, name, mod.__name__)
+    return seen
+
+
+def test_evaluate_runs_skips_logs_and_records(fake_tasks, tmp_path):
+    from lape_hub.evaluation.evaluator import evaluate
+    from lape_hub.evaluation.generation import GenerationSettings
+    from lape_hub.evaluation.results import read_evals
+
+    lines = []
+    gen = GenerationSettings(max_new_tokens=5)
+    run = evaluate(_system(device="cpu", dtype="float32", source="src"), "mt", ["gone", "good"],
+                   split="dev", limit=3, data_dir=tmp_path / "data", generation=gen, batch_size=5,
+                   perplexity_langs=["fr", "eng_Latn"], general_tasks=("arc",),
+                   general_include=str(tmp_path / "inc"), directions="to-en",
+                   catalog=tmp_path / "cat", log=lines.append)
+    ctx = fake_tasks[0]
+    assert fake_tasks[1] is ctx and len(fake_tasks) == 2     # one context for every task
+    assert (ctx.lang, ctx.split, ctx.limit, ctx.batch_size, ctx.directions) == (
+        "mlt_Latn", "dev", 3, 5, "to-en")
+    assert ctx.data_dir == tmp_path / "data" and ctx.generation is gen
+    assert ctx.perplexity_langs == ["fra_Latn", "eng_Latn"] and ctx.general_tasks == ["arc"]
+    assert ctx.general_include == tmp_path / "inc" and ctx.belebele_dir == tmp_path / "belebele"
+    assert run.skipped == {"gone": "no data here"}
+    assert [(r["metric"], r["value"], r["lang"], r["split"]) for r in run.rows] == [
+        ("m1", 1.0, "mlt_Latn", "dev"), ("m2", 2.0, "mlt_Latn", "dev")]
+    assert json.loads(run.rows[0]["params"]) == {"device": "cpu", "dtype": "float32",
+                                                 "batch_size": 5, "limit": 3,
+                                                 "data": str(tmp_path / "data"), "source": "src"}
+    assert run.notes == ["note from mlt_Latn"]
+    assert lines[0] == "skipped gone: no data here"
+    assert lines[1].startswith("good: 2 results in ") and lines[1].endswith(" s")
+    assert lines[2:] == ["note from mlt_Latn"]
+    assert len(run.paths) == 1 and run.paths[0].is_file()
+    assert sorted(r["metric"] for r in read_evals(tmp_path / "cat")) == ["m1", "m2"]
+    # not recorded, no log; a belebele folder given; nothing to record when all skip
+    run = evaluate(_system(), "mlt_Latn", ["good"], data_dir=tmp_path / "d2", record=False,
+                   belebele_dir=str(tmp_path / "bb"), catalog=tmp_path / "cat2")
+    assert run.paths == [] and not (tmp_path / "cat2").exists() and len(run.rows) == 2
+    assert fake_tasks[-1].belebele_dir == tmp_path / "bb" and fake_tasks[-1].general_include is None
+    run = evaluate(_system(), "mlt_Latn", ["gone"], data_dir=tmp_path, catalog=tmp_path / "cat3")
+    assert run.rows == [] and run.paths == [] and not (tmp_path / "cat3").exists()
+
+
+def test_evaluate_refuses_bad_tasks_and_limits(fake_tasks, monkeypatch, tmp_path):
+    from lape_hub.evaluation.evaluator import TASKS, evaluate
+
+    with pytest.raises(Exception, match="^unknown task 'nope'; use " + ", ".join(TASKS) + "$"):
+        evaluate(_system(), "mlt_Latn", ["good", "nope", "other"], data_dir=tmp_path)
+    with pytest.raises(Exception, match="^--limit must be >= 1$"):
+        evaluate(_system(), "mlt_Latn", ["good"], limit=0, data_dir=tmp_path)
+    assert fake_tasks == []
+    run = evaluate(_system(), "mlt_Latn", ["good"], limit=1, record=False, data_dir=tmp_path)
+    assert len(run.rows) == 2
+    monkeypatch.setenv("LAPE_HUB_EVAL_DATA", str(tmp_path / "env"))
+    evaluate(_system(), "mlt_Latn", ["good"], record=False)
+    assert fake_tasks[-1].data_dir == tmp_path / "env"
+    assert fake_tasks[-1].belebele_dir == tmp_path / "belebele"
+
+
+def test_suite_plan_done_tasks_and_resume(fake_tasks, tmp_path):
+    from lape_hub.evaluation import evaluator
+    from lape_hub.evaluation.evaluator import done_tasks, evaluate_suite, suite_plan
+
+    assert suite_plan("mt", ["translation", "topic", "general", "perplexity"]) == [
+        ("mlt_Latn", ["translation", "topic", "general", "perplexity"]),
+        ("eng_Latn", ["topic", "general"])]
+    assert suite_plan("mt", ["translation", "perplexity"]) == [("mlt_Latn", ["translation", "perplexity"])]
+    assert suite_plan("en", ["topic"]) == [("eng_Latn", ["topic"])]
+    assert suite_plan("mt", ["belebele"], control_langs=("fr", "mt", "en")) == [
+        ("mlt_Latn", ["belebele"]), ("fra_Latn", ["belebele"]), ("eng_Latn", ["belebele"])]
+
+    cat = tmp_path / "cat"
+    assert done_tasks("tiny", "base", "mlt_Latn", split="test", limit=None, catalog=cat) == set()
+    evaluator.CONTROL_TASKS, old = ("good", "gone"), evaluator.CONTROL_TASKS
+    try:
+        lines = []
+        runs = evaluate_suite(_system(), "mlt_Latn", ["good", "gone"], limit=2, split="dev",
+                              catalog=cat, data_dir=tmp_path, log=lines.append)
+        assert [r.rows[0]["lang"] for r in runs] == ["mlt_Latn", "eng_Latn"]
+        assert [c.lang for c in fake_tasks] == ["mlt_Latn"] * 2 + ["eng_Latn"] * 2
+        assert all(c.limit == 2 and c.split == "dev" for c in fake_tasks)
+        assert done_tasks("tiny", "base", "mlt_Latn", split="dev", limit=2, catalog=cat) == {"good"}
+        assert done_tasks("tiny", "base", "mlt_Latn", split="dev", limit=3, catalog=cat) == set()
+        assert done_tasks("tiny", "base", "mlt_Latn", split="test", limit=2, catalog=cat) == set()
+        assert done_tasks("tiny", "other", "mlt_Latn", split="dev", limit=2, catalog=cat) == set()
+        assert done_tasks("tiny", "base", "eng_Latn", split="dev", limit=2, catalog=cat) == {"good"}
+        n = len(fake_tasks)
+        lines.clear()
+        runs = evaluate_suite(_system(), "mlt_Latn", ["good", "gone"], limit=2, split="dev",
+                              catalog=cat, data_dir=tmp_path, log=lines.append, resume=True)
+        assert [c.lang for c in fake_tasks[n:]] == ["mlt_Latn", "eng_Latn"]   # only `gone` again
+        assert all(r.rows == [] and r.skipped == {"gone": "no data here"} for r in runs)
+        assert "mlt_Latn: already evaluated: good" in lines
+        assert "eng_Latn: already evaluated: good" in lines
+        # resume without recording redoes everything; resume of a finished list runs nothing
+        n = len(fake_tasks)
+        evaluate_suite(_system(), "mlt_Latn", ["good"], limit=2, split="dev", catalog=cat,
+                       data_dir=tmp_path, resume=True, record=False)
+        assert [c.lang for c in fake_tasks[n:]] == ["mlt_Latn", "eng_Latn"]
+        n = len(fake_tasks)
+        lines.clear()
+        assert evaluate_suite(_system(), "mlt_Latn", ["good"], limit=2, split="dev", catalog=cat,
+                              data_dir=tmp_path, resume=True, log=lines.append) == []
+        assert len(fake_tasks) == n and len(lines) == 2
+        # a row whose params are not JSON does not count as done
+        from lape_hub.evaluation.results import read_evals, record_evals
+
+        rows = read_evals(cat, items=True, lang="mlt_Latn")
+        for r in rows:
+            r["params"] = "not json"
+            r["items"] = json.dumps(r["items"]) if r["items"] is not None else None
+        record_evals(rows, cat)
+        assert done_tasks("tiny", "base", "mlt_Latn", split="dev", limit=2, catalog=cat) == set()
+    finally:
+        evaluator.CONTROL_TASKS = old
+
+
+def test_check_adapter_base_refusals(tmp_path):
+    from lape_hub.errors import AdapterMismatchError
+    from lape_hub.evaluation.evaluator import check_adapter_base, load_system
+    from lape_hub.sparse_adapter import AdapterConfig
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    cfg = AdapterConfig(model="gemma-3-270m", lang="mlt_Latn", method="lape-sparse",
+                        model_type="gemma3_text", n_layers=2, d_model=64, d_ffn=128)
+    (adapter / "lape_adapter.json").write_text(json.dumps(cfg.to_dict()))
+    model = tmp_path / "model"
+    model.mkdir()
+
+    def config(**c):
+        (model / "config.json").write_text(json.dumps(c))
+
+    config(model_type="gemma3", num_hidden_layers=2, hidden_size=64, intermediate_size=128)
+    assert check_adapter_base(adapter, str(model)) == cfg
+    config(text_config={"model_type": "gemma3_text", "num_hidden_layers": 2, "hidden_size": 64,
+                        "intermediate_size": 128}, model_type="gemma3")
+    assert check_adapter_base(adapter, str(model)) == cfg
+    config(model_type="llama", num_hidden_layers=2, hidden_size=64, intermediate_size=128)
+    with pytest.raises(AdapterMismatchError, match=r"^adapter was made for gemma-3-270m \(a gemma3_text "
+                       r"model\), not .*model \(a llama model\)$"):
+        check_adapter_base(adapter, str(model))
+    config(model_type="gemma3", num_hidden_layers=3, hidden_size=64, intermediate_size=128)
+    with pytest.raises(AdapterMismatchError, match=r"^adapter was made for gemma-3-270m \(2 layers, "
+                       r"d_model 64, d_ffn 128\); .*model has 3 layers, d_model 64, d_ffn 128$"):
+        check_adapter_base(adapter, str(model))
+    for key in ("hidden_size", "intermediate_size"):
+        c = dict(model_type="gemma3", num_hidden_layers=2, hidden_size=64, intermediate_size=128)
+        c[key] += 1
+        config(**c)
+        with pytest.raises(AdapterMismatchError):
+            check_adapter_base(adapter, str(model))
+        del c[key]                                  # a size the config does not state: no check
+        config(**c)
+        assert check_adapter_base(adapter, str(model)) == cfg
+    config(num_hidden_layers=2, hidden_size=64, intermediate_size=128)   # no model_type: sizes only
+    assert check_adapter_base(adapter, str(model)) == cfg
+    (model / "config.json").write_text("{not json")
+    with pytest.raises(AdapterMismatchError, match=r"model/config\.json is not valid JSON$"):
+        check_adapter_base(adapter, str(model))
+    assert check_adapter_base(adapter, "gemma-3-270m") == cfg
+    assert check_adapter_base(adapter, " GEMMA-3-270M ") == cfg
+    with pytest.raises(AdapterMismatchError, match="^adapter was made for gemma-3-270m, not qwen3-0.6b$"):
+        check_adapter_base(adapter, "qwen3-0.6b")
+    with pytest.raises(Exception, match="^give --adapter or --merged, not both$"):
+        load_system(str(model), adapter=adapter, merged=adapter)
+    with pytest.raises(Exception, match=r"^.*adapter is not a model folder \(no config\.json\)$"):
+        load_system(str(model), merged=adapter)
+
+
+def test_adapter_eval_rows_other_models_unreadable_tables_and_catalog_lookup(tmp_path, monkeypatch):
+    from lape_hub.catalog import Catalog
+    from lape_hub.errors import LapeHubError
+    from lape_hub.evaluation import results
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(b"x")
+    cat = Catalog(tmp_path / "cat")
+    other = [{**r, "model": "other-model"} for r in
+             _eval_rows("run1", HYP_A, [1] * 8) + _eval_rows("run1", HYP_A, [1] * 8, lang="eng_Latn")]
+    results.record_evals(_eval_rows("run1", HYP_A, [1] * 8)
+                         + _eval_rows("run1", HYP_A, [1] * 8, lang="eng_Latn") + other, cat)
+    _, rows = results.adapter_eval_rows(folder, "tiny", "mlt_Latn", cat)
+    assert len(rows) == 5 + 3 and {r["model"] for r in rows} == {"tiny"}
+    # the run id is looked up in the catalog given
+    asked = []
+    monkeypatch.setattr(results, "adapter_run_id", lambda f, c=None: asked.append(c) or "rid")
+    assert results.adapter_eval_rows(folder, "tiny", "mlt_Latn", cat)[0] == "rid"
+    assert asked == [cat]
+    # an evals table that cannot be read: no rows (a list), no English rows either
+
+    def unreadable(*a, **k):
+        raise LapeHubError("damaged")
+
+    monkeypatch.setattr(results, "read_evals", unreadable)
+    assert results.adapter_eval_rows(folder, "tiny", "mlt_Latn", cat) == ("rid", [])
+    calls = []
+    # reading the English rows fails: the target language's rows stay
+
+    def english_fails(catalog, **where):
+        calls.append(where)
+        if where["lang"] == "eng_Latn":
+            raise LapeHubError("damaged")
+        return [{"run_id": "base", "task": "topic", "lang": where["lang"]}]
+
+    monkeypatch.setattr(results, "read_evals", english_fails)
+    assert results.adapter_eval_rows(folder, "tiny", "mlt_Latn", cat) == (
+        "rid", [{"run_id": "base", "task": "topic", "lang": "mlt_Latn"}])
+    assert calls == [{"model": "tiny", "lang": "mlt_Latn"}, {"model": "tiny", "lang": "eng_Latn"}]
+
+
+def test_adapter_run_id_when_the_adapters_table_cannot_be_read(tmp_path):
+    from lape_hub.digest import artifact_sha256
+    from lape_hub.errors import LapeHubError
+    from lape_hub.evaluation.results import adapter_run_id
+
+    folder, digest, _, _, _ = _adapter_setup(tmp_path)
+
+    class Damaged:
+        def read(self, *a, **k):
+            raise LapeHubError("damaged")
+
+    assert adapter_run_id(folder, Damaged()) == digest[:12] == artifact_sha256(folder)[:12]
