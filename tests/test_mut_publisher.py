@@ -250,7 +250,8 @@ def test_commit_replans_once_on_a_conflict_then_refuses(status, caplog):
     got = _commit(api, _pending_plan(), replan=lambda: fresh, token=None, retries=0, backoff=0)
     assert got == (fresh, "2".zfill(40), "url2", True)
     assert api.calls[1][2]["parent_commit"] == "b" * 40
-    assert f"remote head moved (HTTP {status}): re-planning on the new head" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "lape_hub.publisher"] == [
+        f"remote head moved (HTTP {status}): re-planning on the new head"]
     # re-planned to nothing left to do: no second commit
     api = _Api(_Status(status))
     empty = _plan([Change("x.txt", "unchanged")])
@@ -285,9 +286,10 @@ def test_commit_retries_transient_failures_with_doubling_waits(monkeypatch, capl
     assert _commit(api, _pending_plan(), replan=_pending_plan, token=None, retries=3,
                    backoff=0.5)[1] == "4".zfill(40)
     assert waits == [0.5, 1.0, 2.0]
-    assert "transient Hub error (503); retry 1/3 in 0.5s" in caplog.text
-    assert "transient Hub error (ConnectionError); retry 2/3 in 1.0s" in caplog.text
-    assert "transient Hub error (429); retry 3/3 in 2.0s" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "lape_hub.publisher"] == [
+        "transient Hub error (503); retry 1/3 in 0.5s",
+        "transient Hub error (ConnectionError); retry 2/3 in 1.0s",
+        "transient Hub error (429); retry 3/3 in 2.0s"]
     # the defaults come from config: RETRIES tries, RETRY_BACKOFF_S doubling
     monkeypatch.setattr(publisher.config, "RETRIES", 2)
     monkeypatch.setattr(publisher.config, "RETRY_BACKOFF_S", 0.25)
@@ -311,7 +313,8 @@ def test_commit_connection_errors_are_retried_then_named(monkeypatch, caplog):
                                        "repo alice/x"):
         _commit(api, _pending_plan(), replan=_pending_plan, token=None, retries=1, backoff=1.5)
     assert waits == [1.5] and len(api.calls) == 2
-    assert "transient Hub error (ConnectionError); retry 1/1 in 1.5s" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "lape_hub.publisher"] == [
+        "transient Hub error (ConnectionError); retry 1/1 in 1.5s"]
 
 
 def test_commit_errors_are_not_retried_and_the_token_is_scrubbed(monkeypatch):
@@ -436,6 +439,7 @@ def test_a_new_repo_is_created_then_planned_on_its_first_commit(hub, tmp_path, p
         f"dataset repo {REPO} (new): ")
     assert r.url == f"{hub.url}/datasets/{REPO}/commit/{r.commit}"
     assert r.plan.counts()["unchanged"] == 0 and len(r.plan.changes) == len(r.plan.files)
+    assert "\nlicense: apache-2.0\n" in hub.files(REPO)["README.md"].decode()    # the default
 
 
 def test_private_default_comes_from_the_config(hub, tmp_path):
