@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 # module -> the test files that exercise it (what mutmut runs for each mutant)
 MODULE_TESTS: dict[str, list[str]] = {
     "lape": ["tests/test_lape.py"],
-    "activation_counts": ["tests/test_activation_counts.py"],
+    "activation_counts": ["tests/test_mut_activation_counts.py", "tests/test_activation_counts.py"],
     "ffn": ["tests/test_ffn_edges.py", "tests/test_ffn.py"],
     "query": ["tests/test_query_guard.py"],  # in process; test_attacks_sql.py adds minutes
     "catalog": ["tests/test_catalog.py", "tests/test_catalog_paths.py",
@@ -47,7 +47,8 @@ MODULE_TESTS: dict[str, list[str]] = {
                   "tests/test_attacks_publish.py"],
     "overlap": ["tests/test_overlap.py"],
     "config": ["tests/test_config.py"],
-    "output_paths": ["tests/test_attacks_io.py"],
+    "output_paths": ["tests/test_mut_output_paths.py"],  # in process; test_attacks_io.py runs the CLI
+    "hub_files": ["tests/test_mut_hub_files.py"],  # in process, the fake Hub on loopback
     "formats": ["tests/test_cli_read.py", "tests/test_attacks_io.py"],
     "languages": ["tests/test_languages.py", "tests/test_registry.py"],
     "signature": ["tests/test_signature_digest_edges.py"],
