@@ -63,7 +63,10 @@ def protected_roots(catalog_root: str | os.PathLike | None = None) -> list[tuple
 
 
 def _resolve(path: str | os.PathLike) -> Path:
-    return Path(os.path.abspath(Path(path).expanduser())).resolve(strict=False)
+    try:
+        return Path(os.path.abspath(Path(path).expanduser())).resolve(strict=False)
+    except RuntimeError:  # Python < 3.13 raises on a symlink loop even when not strict
+        raise OutputPathError(f"{path}: a symlink loop; give another path") from None
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -193,9 +196,9 @@ def check_output_dir(path: str | os.PathLike, *, create: bool = False, replaces:
         >>> check_output_dir(tempfile.mkdtemp() + "/adapter", create=True).name
         'adapter'
     """
-    path = Path(path).expanduser()
-    if str(path) == "":
+    if os.fspath(path) == "":  # Path("") is ".": test the name as given
         raise OutputPathError("empty output folder")
+    path = Path(path).expanduser()
     resolved = _resolve(path)
     _check_not_protected(path, resolved, catalog_root, contains=replaces)
     if resolved.exists():
