@@ -516,6 +516,11 @@ def test_translation_score_signatures_and_intervals_against_sacrebleu():
         lo, hi = s[name]["ci"]
         assert lo <= s[name]["value"] <= hi
         assert (lo, hi) == pytest.approx((np.percentile(scores, 2.5), np.percentile(scores, 97.5)))
+    two = score(HYP_A[:2], REFS[:2])                       # two sentences: an interval
+    idx = np.random.default_rng(12345).integers(0, 2, size=(1000, 2))
+    scores = [BLEU().corpus_score([HYP_A[i] for i in ix], [[REFS[i] for i in ix]]).score for ix in idx]
+    assert two["bleu"]["ci"] == pytest.approx((np.percentile(scores, 2.5), np.percentile(scores, 97.5)))
+    assert two["chrf++"]["ci"] is not None
     one = score(["a cat"], ["a cat sat"])
     assert one["bleu"]["ci"] is None and one["chrf++"]["ci"] is None
     assert one["bleu_sent"]["ci"] == pytest.approx((one["bleu_sent"]["value"],) * 2)
@@ -1136,3 +1141,25 @@ def test_adapter_run_id_when_the_adapters_table_cannot_be_read(tmp_path):
             raise LapeHubError("damaged")
 
     assert adapter_run_id(folder, Damaged()) == digest[:12] == artifact_sha256(folder)[:12]
+
+
+def test_perplexity_two_token_text_timing_and_earlier_notes(monkeypatch, tmp_path):
+    import itertools
+
+    from _tiny_models import tiny_tokenizer
+
+    from lape_hub import verify
+    from lape_hub.evaluation import perplexity
+    from lape_hub.evaluation.tasks import EvalContext
+
+    monkeypatch.setattr(verify, "perplexity", lambda model, packed, *, batch_size: 5.0)
+    clock = itertools.count(100.0, 2.5)                     # each reading 2.5 s later
+    monkeypatch.setattr(perplexity.time, "perf_counter", lambda: next(clock))
+    (tmp_path / "mlt_Latn").mkdir()
+    (tmp_path / "mlt_Latn" / "test.tsv").write_text("index_id\tcategory\ttext\n1\thealth\tx\n")
+    ctx = EvalContext(object(), tiny_tokenizer(), "mlt_Latn", data_dir=tmp_path)
+    ctx.notes.append("an earlier task's note")
+    rows = perplexity.run(ctx)
+    assert [r.direction for r in rows] == ["mlt_Latn"]      # "x": BOS + one token is enough
+    assert rows[0].items["tokens"] == 2 and rows[0].seconds == 2.5
+    assert ctx.notes[0] == "an earlier task's note" and len(ctx.notes) == 2
