@@ -1013,6 +1013,15 @@ def test_missing_only_adapter_is_left_alone_only_when_weights_are_there(hub, tmp
     r = publish_adapter(folder, "alice/ad", prune=False, **FAST)
     assert r.plan.message == "Update adapter gemma-3-270m · npi_Deva (lape-sparse)"
     assert r.plan.description.startswith("changed: README.md\nchanged: lape_adapter.json\n")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"other": np.zeros(3, np.float32)}, str(folder / "lape_adapter.safetensors"))
+    r = publish_adapter(folder, "alice/ad", missing_only=True, **FAST)    # other weights there
+    assert r.commit is None
+    assert {c.path: c.status for c in r.plan.changes} == {
+        "lape_adapter.json": "unchanged", "lape_adapter.safetensors": "skipped",
+        "README.md": "unchanged", "notes.md": "skipped"}
 
 
 # -- the adapter plan: the card's neuron set and evaluations, the defaults -------------------------
