@@ -174,6 +174,11 @@ def test_collect_files_exactly_five_has_no_more(tmp_path):
         collect_files(tmp_path, json_only, what="folder")
     assert "(not on the allow-list); remove them" in str(exc.value)
     assert "more" not in str(exc.value) and "holds 5 entries" in str(exc.value)
+    (tmp_path / "5.txt").write_text("x")
+    with pytest.raises(UnsafeFolderError) as exc:
+        collect_files(tmp_path, json_only, what="folder")
+    assert "holds 6 entries" in str(exc.value)
+    assert "'4.txt' (not on the allow-list) and 1 more; remove them" in str(exc.value)
 
 
 def test_collect_files_checks_content_and_reports_paths_without_prefix(tmp_path):
@@ -214,6 +219,25 @@ def test_collect_files_reports_unreadable_entries(tmp_path, monkeypatch):
     with pytest.raises(UnsafeFolderError) as exc:
         collect_files(tmp_path, json_only, what="folder")
     assert "'.' (unreadable: Nope)" in str(exc.value)
+
+
+    class Vanishing:  # an entry removed between listing and stat
+        name, path = "gone.json", str(tmp_path / "gone.json")
+
+        def stat(self, follow_symlinks=True):
+            raise FileNotFoundError(2, "No such file or directory")
+
+    class Pipe:
+        name, path = "p.json", str(tmp_path / "p.json")
+
+        def stat(self, follow_symlinks=True):
+            return os.stat_result((stat.S_IFIFO | 0o644, 0, 0, 1, 0, 0, 0, 0, 0, 0))
+
+    monkeypatch.setattr(os, "scandir", lambda p: iter([Vanishing(), Pipe()]))
+    with pytest.raises(UnsafeFolderError) as exc:
+        collect_files(tmp_path, json_only, what="folder")
+    assert "holds 2 entries lape-hub does not publish: 'gone.json' (unreadable: No such file " \
+        "or directory), 'p.json' (fifo); remove them" in str(exc.value)
 
 
 # -- local and remote files ---------------------------------------------------------------------
@@ -339,6 +363,14 @@ def test_download_cap_refuses_a_bad_environment(monkeypatch, bad):
     with pytest.raises(HubError) as exc:
         download_cap_bytes()
     assert str(exc.value) == f"$LAPE_HUB_MAX_DOWNLOAD_MB must be a positive number of MiB, not '{bad}'"
+
+
+def test_download_cap_names_a_long_bad_value_shortened(monkeypatch):
+    monkeypatch.setenv("LAPE_HUB_MAX_DOWNLOAD_MB", "7" * 30 + "x" * 30)
+    with pytest.raises(HubError) as exc:
+        download_cap_bytes()
+    assert str(exc.value) == ("$LAPE_HUB_MAX_DOWNLOAD_MB must be a positive number of MiB, not "
+                              "'" + "7" * 30 + "xxxxx...'")
 
 
 def test_download_cap_from_the_config_file_else_2048(monkeypatch, tmp_path):
@@ -481,6 +513,42 @@ def test_download_cap(repo, hub, tmp_path):
     assert got.read_bytes() == FILES[path]
 
 
+def test_download_cap_in_mib(repo, hub, tmp_path):
+    api, head = repo
+    hint = ("raise it with $LAPE_HUB_MAX_DOWNLOAD_MB or [hub] max_download_mb in the config "
+            "file ($LAPE_HUB_CONFIG)")
+    with pytest.raises(HubError) as exc:
+        hf.download_remote_file(api, REPO, "dataset", "README.md", head, tmp_path, token=ALICE,
+                                expected=RemoteFile("README.md", 3 * 2**20, "a" * 40, None),
+                                max_bytes=2**20 + 2**19)
+    assert str(exc.value) == (f"'README.md' in dataset repo {REPO} is 3.0 MiB, over the "
+                              f"download cap of 1.5 MiB: not downloaded; {hint}")
+    hub.resolve_hook = lambda p, data: b"x" * (2**20 + 1)
+    with pytest.raises(HubError) as exc:
+        hf.download_remote_file(api, REPO, "dataset", "README.md", head, tmp_path, token=ALICE,
+                                max_bytes=2**20)
+    assert str(exc.value) == (f"'README.md' from dataset repo {REPO} is larger than the "
+                              f"download cap of 1.0 MiB: stopped, nothing kept; {hint}")
+    assert not (tmp_path / "README.md").exists()
+
+
+def test_download_reads_the_pinned_commit_not_the_head(repo, hub, tmp_path):
+    api, first = repo
+    api.upload_file(path_or_fileobj=b"# changed\n", path_in_repo="README.md", repo_id=REPO,
+                    repo_type="dataset")
+    got = hf.download_remote_file(api, REPO, "dataset", "README.md", first, tmp_path, token=ALICE)
+    assert got.read_bytes() == FILES["README.md"]
+
+
+def test_download_a_name_with_spaces_keeps_its_folders(repo, hub, tmp_path):
+    api, head = repo
+    path = "docs and notes/read me.md"
+    api.upload_file(path_or_fileobj=b"spaced", path_in_repo=path, repo_id=REPO, repo_type="dataset")
+    head = api.dataset_info(REPO).sha
+    got = hf.download_remote_file(api, REPO, "dataset", path, head, tmp_path, token=ALICE)
+    assert got == tmp_path / "docs and notes" / "read me.md" and got.read_bytes() == b"spaced"
+
+
 def test_download_cap_default_from_the_environment(repo, hub, tmp_path, monkeypatch):
     api, head = repo
     monkeypatch.setenv("LAPE_HUB_MAX_DOWNLOAD_MB", str(100 / 2**20))  # 100 bytes
@@ -494,10 +562,14 @@ def test_download_cap_default_from_the_environment(repo, hub, tmp_path, monkeypa
 
 def test_download_refuses_bad_names_and_linked_folders(repo, hub, tmp_path):
     api, head = repo
-    with pytest.raises(HubError, match=r"gave a malformed commit id 'main'"):
+    with pytest.raises(HubError) as exc:
         hf.download_remote_file(api, REPO, "dataset", "README.md", "main", tmp_path, token=ALICE)
-    with pytest.raises(HubError, match=r"unsafe file name '\.\./README\.md'"):
+    assert str(exc.value) == (f"dataset repo {REPO} gave a malformed commit id 'main' (not 40 "
+                              "hex digits): refused")
+    with pytest.raises(HubError) as exc:
         hf.download_remote_file(api, REPO, "dataset", "../README.md", head, tmp_path, token=ALICE)
+    assert str(exc.value) == (f"dataset repo {REPO} sent an unsafe file name '../README.md' "
+                              "(a '..' part): refused")
     outside = tmp_path / "outside"
     outside.mkdir()
     dest = tmp_path / "dest"
@@ -565,3 +637,224 @@ def test_download_sends_the_token_only_when_given(repo, hub, tmp_path):
     assert got.read_bytes() == FILES["README.md"]
     assert hub.received and not any(ALICE.encode() in r for r in hub.received)
     assert not any(b"authorization" in r.lower() for r in hub.received)
+
+
+# -- the HTTP stream, with recording sessions -----------------------------------------------------
+
+class Response:
+    def __init__(self, status=200, body=b"abc"):
+        self.status_code, self.body, self.calls = status, body, []
+
+    def read(self):
+        self.calls.append("read")
+
+    def iter_bytes(self, n):
+        self.calls.append(("iter_bytes", n))
+        return iter([self.body])
+
+    def iter_content(self, n):
+        self.calls.append(("iter_content", n))
+        return iter([self.body])
+
+    def close(self):
+        self.calls.append("close")
+
+
+class HttpxSession:
+    """Like httpx.Client: ``stream(...)`` is a context manager giving the response."""
+
+    def __init__(self, response):
+        self.response, self.calls = response, []
+
+    def stream(self, method, url, **kw):
+        self.calls.append((method, url, kw))
+        session = self
+
+        class CM:
+            def __enter__(self):
+                return session.response
+
+            def __exit__(self, *exc):
+                session.calls.append(("exit", exc))
+
+        return CM()
+
+
+class RequestsSession:
+    """Like requests.Session: ``get(..., stream=True)``, no ``stream`` method."""
+
+    def __init__(self, response):
+        self.response, self.calls = response, []
+
+    def get(self, url, **kw):
+        self.calls.append((url, kw))
+        return self.response
+
+
+@pytest.fixture
+def session(monkeypatch):
+    """``session(kind, response)`` installs a recording session; hf_raise_for_status raises
+    for a status >= 400 and records the responses it saw."""
+    import huggingface_hub.utils as hu
+
+    raised = []
+
+    def raise_for_status(r):
+        raised.append(r.status_code)
+        if r.status_code >= 400:
+            raise HubError(f"status {r.status_code}")
+
+    monkeypatch.setattr(hu, "hf_raise_for_status", raise_for_status)
+
+    def make(kind, response):
+        s = kind(response)
+        monkeypatch.setattr(hu, "get_session", lambda: s)
+        return s
+
+    make.raised = raised
+    return make
+
+
+def test_stream_over_httpx(session, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 7.5)
+    s = session(HttpxSession, Response())
+    st = hf._stream("http://hub/x", "hf_tok")
+    with st as chunks:
+        assert list(chunks) == [b"abc"]
+    (method, url, kw), (exit_, exc) = s.calls
+    assert (method, url, exit_, exc) == ("GET", "http://hub/x", "exit", (None, None, None))
+    assert kw["follow_redirects"] is True and kw["timeout"] == 7.5
+    assert kw["headers"]["authorization"] == "Bearer hf_tok"
+    assert kw["headers"]["user-agent"].startswith("lape-hub/")
+    assert s.response.calls == [("iter_bytes", 1 << 20)] and session.raised == [200]
+
+
+def test_stream_default_timeout_and_no_token(session, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT")
+    s = session(HttpxSession, Response())
+    with hf._stream("http://hub/x", None):
+        pass
+    kw = s.calls[0][2]
+    assert kw["timeout"] == 10 and "authorization" not in kw["headers"]
+
+
+@pytest.mark.parametrize("status", [400, 404, 500])
+def test_stream_reads_an_error_body_before_raising(session, status):
+    s = session(HttpxSession, Response(status))
+    with pytest.raises(HubError, match=f"status {status}"):
+        with hf._stream("http://hub/x", "t"):
+            pass
+    assert s.response.calls == ["read"]  # the body, so the error can quote the server
+
+
+def test_stream_over_requests(session, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 3)
+    s = session(RequestsSession, Response())
+    with hf._stream("http://hub/y", "hf_tok") as chunks:
+        assert list(chunks) == [b"abc"]
+    ((url, kw),) = s.calls
+    assert url == "http://hub/y" and kw["stream"] is True and kw["allow_redirects"] is True
+    assert kw["timeout"] == 3 and kw["headers"]["authorization"] == "Bearer hf_tok"
+    assert s.response.calls == [("iter_content", 1 << 20), "close"]
+    s = session(RequestsSession, Response(403))
+    with pytest.raises(HubError, match="status 403"):
+        with hf._stream("http://hub/y", "t"):
+            pass
+
+
+# -- more on listing and downloading: errors, pinned revisions, hostile names ----------------------
+
+def test_listing_and_download_errors_name_the_repo_and_the_action(repo, hub, tmp_path):
+    from huggingface_hub import HfApi
+
+    api, head = repo
+    bad = HfApi(endpoint=hub.url, token="hf_bad")
+    with pytest.raises(HubError) as exc:
+        hf.list_repo_files(bad, REPO, "dataset", head, token="hf_bad")
+    assert str(exc.value) == (f"the Hub rejected the token (401 invalid credentials) while "
+                              f"listing dataset repo {REPO}: set HF_TOKEN to a valid token or "
+                              "run `hf auth login`")
+    with pytest.raises(HubError) as exc:
+        hf.download_remote_file(bad, REPO, "dataset", "README.md", head, tmp_path, token="hf_bad")
+    assert str(exc.value) == (f"the Hub rejected the token (401 invalid credentials) while "
+                              f"downloading 'README.md' from dataset repo {REPO}: set HF_TOKEN "
+                              "to a valid token or run `hf auth login`")
+    with pytest.raises(HubError) as exc:
+        hf.download_remote_file(api, REPO, "dataset", "missing.json", head, tmp_path, token=ALICE)
+    assert str(exc.value).startswith(f"file not found in dataset repo {REPO} (404) while "
+                                     "downloading 'missing.json'")
+
+
+def test_server_messages_in_errors_are_redacted(repo, hub, tmp_path):
+    api, head = repo
+    hub.echo = True  # the server repeats the Authorization header it received
+    hub.fail("GET", r"/tree/", 400)
+    with pytest.raises(HubError) as exc:
+        hf.list_repo_files(api, REPO, "dataset", head, token=ALICE)
+    assert str(exc.value) == (f"the Hub refused listing dataset repo {REPO} (HTTP 400): "
+                              "injected 400 (request had Authorization: Bearer hf_***)")
+    hub.fail("GET", r"/resolve/", 400)
+    with pytest.raises(HubError) as exc:
+        hf.download_remote_file(api, REPO, "dataset", "README.md", head, tmp_path, token=ALICE)
+    assert str(exc.value) == (f"the Hub refused downloading 'README.md' from dataset repo {REPO} "
+                              "(HTTP 400): injected 400 (request had Authorization: Bearer hf_***)")
+
+
+def test_a_file_named_like_the_token_is_redacted_in_checksum_errors(repo, hub, tmp_path):
+    """Paths come from the server's listing: one may repeat the token; lape-hub's own
+    messages that name the path are scrubbed too."""
+    api, head = repo
+    path = f"x-{ALICE}.json"
+    api.upload_file(path_or_fileobj=b"{}", path_in_repo=path, repo_id=REPO, repo_type="dataset")
+    head = api.dataset_info(REPO).sha
+    expected = hf.list_repo_files(api, REPO, "dataset", head, token=ALICE)[path]
+    hub.resolve_hook = lambda p, data: b"[]"
+    with pytest.raises(HubError) as exc:
+        hf.download_remote_file(api, REPO, "dataset", path, head, tmp_path, token=ALICE,
+                                expected=expected)
+    assert str(exc.value) == (f"'x-hf_***.json' from dataset repo {REPO}@{head[:12]} does not "
+                              "match the checksum the Hub lists: not kept, try again")
+
+
+def test_listing_at_a_pinned_commit(repo, hub):
+    api, first = repo
+    api.upload_file(path_or_fileobj=b"# a longer card now\n", path_in_repo="README.md",
+                    repo_id=REPO, repo_type="dataset")
+    api.upload_file(path_or_fileobj=b"new", path_in_repo="new.txt", repo_id=REPO,
+                    repo_type="dataset")
+    old = hf.list_repo_files(api, REPO, "dataset", first, token=ALICE)
+    assert "new.txt" not in old
+    assert old["README.md"] == RemoteFile("README.md", 7, blob_id(FILES["README.md"]), None)
+
+
+def test_a_hostile_folder_name_in_the_listing_names_the_repo(repo, hub):
+    api, head = repo
+    hub.tree_hook = lambda items: items + [{"type": "directory", "path": "a/../b", "size": 0,
+                                            "oid": "a" * 40}]
+    with pytest.raises(HubError) as exc:
+        hf.list_repo_files(api, REPO, "dataset", head, token=ALICE)
+    assert str(exc.value) == (f"dataset repo {REPO} sent an unsafe file name 'a/../b' "
+                              "(a '..' part): refused")
+
+
+def test_more_than_listed_but_within_the_cap_names_the_listing(repo, hub, tmp_path):
+    api, head = repo
+    path = "neurons/model=m/y.parquet"
+    n = len(FILES[path])
+    with pytest.raises(HubError) as exc:   # served n bytes, listed 100, cap exactly n
+        hf.download_remote_file(api, REPO, "dataset", path, head, tmp_path, token=ALICE,
+                                expected=RemoteFile(path, 100, "a" * 40, None), max_bytes=n)
+    assert str(exc.value) == (f"'{path}' from dataset repo {REPO} is larger than the 100 bytes "
+                              "its listing gives: stopped, nothing kept")
+
+
+def test_remote_file_check_shortens_a_long_size():
+    with pytest.raises(HubError) as exc:
+        RemoteFile("f", "9" * 60, "a" * 40, None).check("srv")
+    assert str(exc.value) == "srv lists 'f' with a bad size '" + "9" * 35 + "...': refused"
