@@ -762,9 +762,11 @@ def test_read_split_sorted_stripped_and_refusals(tmp_path):
     (tmp_path / "aaa_Latn").mkdir()
     f = tmp_path / "aaa_Latn" / "dev.tsv"
     f.write_text('index_id\tcategory\ttext\n7\t health \t  "quoted" text  \n2\ttravel\tb\n'
-                 '10\tsports\tc\n', encoding="utf-8")
+                 '10\tsports\t"Yes," he said.\n', encoding="utf-8")
+    # quotes are text (FLORES sentences start with them), never CSV quoting
     assert read_split(tmp_path, "aaa_Latn", "dev") == [
-        Example(2, "travel", "b"), Example(7, "health", '"quoted" text'), Example(10, "sports", "c")]
+        Example(2, "travel", "b"), Example(7, "health", '"quoted" text'),
+        Example(10, "sports", '"Yes," he said.')]
     for bad in ("index_id\tcategory\ttext\nx\thealth\tt\n", "index_id\ttext\n1\tt\n",
                 "id\tcategory\ttext\n1\thealth\tt\n", "index_id\tcategory\ttext\n1\thealth\n"):
         f.write_text(bad, encoding="utf-8")
@@ -820,7 +822,7 @@ def test_hub_unreachable_and_language_name(monkeypatch):
 def test_bootstrap_interval_matches_numpy():
     from lape_hub.evaluation.tasks import bootstrap_interval
 
-    v = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]
+    v = list(np.random.default_rng(1).normal(size=30))      # distinct means: no ties at the cut
 
     def by_numpy(n, seed, level):
         idx = np.random.default_rng(seed).integers(0, len(v), size=(n, len(v)))
@@ -1163,3 +1165,35 @@ def test_perplexity_two_token_text_timing_and_earlier_notes(monkeypatch, tmp_pat
     assert [r.direction for r in rows] == ["mlt_Latn"]      # "x": BOS + one token is enough
     assert rows[0].items["tokens"] == 2 and rows[0].seconds == 2.5
     assert ctx.notes[0] == "an earlier task's note" and len(ctx.notes) == 2
+
+
+@pytest.mark.parametrize("own_head", [True, False])
+def test_sequence_logprobs_with_a_bos_adding_tokenizer_and_shared_contexts(own_head, monkeypatch):
+    """A tokenizer that adds BOS (as Gemma's): the continuation's tokens are its own, without
+    BOS; options sharing a context score as the model says, also through the model's own
+    logits (a head lm_loss does not know)."""
+    import torch
+    from tokenizers import processors
+
+    from _tiny_models import tiny_model, tiny_tokenizer
+
+    from lape_hub import lm_loss
+    from lape_hub.evaluation.tasks import sequence_logprobs
+
+    if not own_head:
+        monkeypatch.setattr(lm_loss, "lm_head_of", lambda model: None)
+    tok = tiny_tokenizer()
+    bos = tok.convert_tokens_to_ids("<bos>")
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", bos)])
+    assert tok("ab").input_ids[0] == bos and tok("ab", add_special_tokens=False).input_ids[0] != bos
+    model = tiny_model("llama", seed=5)
+    pairs = [("Topic:", " sports"), ("Topic:", " a"), ("Other:", " health"), ("Topic:", " travel")]
+    got = sequence_logprobs(model, tok, pairs, batch_size=3)
+    for (ctx, cont), value in zip(pairs, got):
+        c = tok(ctx).input_ids
+        t = tok(cont, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([c + t])).logits[0].float(), -1)
+        want = sum(float(logp[len(c) - 1 + k, t[k]]) for k in range(len(t)))
+        assert value == pytest.approx(want, abs=1e-4), (ctx, cont)
