@@ -1177,8 +1177,12 @@ def test_catalog_plan_names_the_languages_it_would_drop(hub, tmp_path):
 
 def test_catalog_plan_missing_only_notes_and_new_languages(hub, tmp_path):
     publish_catalog(build_catalog(tmp_path / "a"), REPO, **FAST)
+    hub.requests.clear()
     same = publish_catalog(build_catalog(tmp_path / "b"), REPO, missing_only=True,
                            dry_run=tmp_path / "s1")
+    downloads = [p for m, p, _ in hub.requests if m == "GET" and "/resolve/" in p]
+    assert [p.split("/resolve/")[1].split("/", 1)[1] for p in downloads] == [
+        "CATALOG.json", NEURONS]          # a lang= partition's languages come from its path
     notes = {c.path.split("/")[0]: (c.status, c.note) for c in same.plan.changes
              if c.status == "skipped"}
     assert notes == {"neurons": ("skipped", "the remote already has its languages"),
@@ -1264,3 +1268,8 @@ def test_plan_catalog_defaults_publish_what_changed(hub, tmp_path):
     assert sum(s == "kept" for s in status.values()) == 3       # no prune by default
     assert plan.message == "Update gemma-3-270m (neurons)" and plan.repo_type == "dataset"
     assert "license: apache-2.0" in plan.files["README.md"].source.decode()
+    fresh = publisher.plan_catalog(api, local, "alice/new", RemoteState(False), token=ALICE)
+    assert fresh.message == "Add gemma-3-270m · 3 languages (neurons)"
+    fewer = build_catalog(tmp_path / "c", ("npi_Deva",), counts=False)
+    with pytest.raises(HubError, match="would drop 2 language"):      # no force by default
+        publisher.plan_catalog(api, fewer, REPO, remote, token=ALICE)
