@@ -35,10 +35,10 @@ CORPUS = str(ROOT.parent / "shared" / "data" / "sib200")
 LANGS = ["mlt_Latn", "afr_Latn", "cym_Latn"]
 METHODS = ["lape-sparse", "random", "lora", "ffn", "full"]
 SEEDS = {"mlt_Latn": [0, 1, 2], "afr_Latn": [0], "cym_Latn": [0]}
-#: the methods that get the extra seeds: the paper's comparison (its neurons vs a random set of
-#: the same size vs LoRA of the same size); ffn and full (12 min a run here) get seed 0 only,
-#: as the 3-hour session on a 2-core CPU allowed.
-SEED_METHODS = ["lape-sparse", "random", "lora"]
+#: the methods that get the extra seeds, in the order they ran: the paper's comparison (its
+#: neurons vs a random set of the same size vs LoRA of the same size) first, then ffn and full
+#: (8-20 min a run here), added in a later session.
+SEED_METHODS = ["lape-sparse", "random", "lora", "ffn", "full"]
 #: the budget every method gets: 16 optimizer steps of 2 x 256 tokens, validation every 4.
 BUDGET = dict(train_tokens=8192, val_tokens=2048, seq_len=256, batch_size=2, eval_every=4,
               checkpoint_every=4, dtype="float32", device="cpu")
