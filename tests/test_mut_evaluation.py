@@ -1197,3 +1197,153 @@ def test_sequence_logprobs_with_a_bos_adding_tokenizer_and_shared_contexts(own_h
             logp = torch.log_softmax(model(torch.tensor([c + t])).logits[0].float(), -1)
         want = sum(float(logp[len(c) - 1 + k, t[k]]) for k in range(len(t)))
         assert value == pytest.approx(want, abs=1e-4), (ctx, cont)
+
+
+def test_identity_of_aliases_folders_and_unknown_names(tmp_path):
+    from lape_hub.builder import model_revision
+    from lape_hub.evaluation.evaluator import _identity
+    from lape_hub.registry import resolve_model
+
+    spec = resolve_model("gemma-3-270m")
+    assert _identity("gemma-3-270m") == (spec.alias, model_revision(spec))
+    (tmp_path / "my-model").mkdir()
+    assert _identity(str(tmp_path / "my-model")) == ("my-model", "local")
+    assert _identity(str(tmp_path / "absent")) == (str(tmp_path / "absent"), "main")
+
+
+def test_load_system_identity_without_loading_weights(tmp_path, monkeypatch):
+    """load_model and apply_adapter replaced by spies: what load_system asks them for and the
+    System it builds (no weights are loaded)."""
+    from _tiny_models import tiny_tokenizer
+
+    from lape_hub import models, sparse_adapter
+    from lape_hub.builder import model_revision
+    from lape_hub.digest import artifact_sha256
+    from lape_hub.evaluation.evaluator import load_system
+    from lape_hub.registry import resolve_model
+    from lape_hub.sparse_adapter import AdapterConfig
+
+    loads, applied = [], []
+    monkeypatch.setattr(models, "load_model", lambda name, device, dtype: loads.append(
+        (name, device, dtype)) or ("LM", tiny_tokenizer()))
+    monkeypatch.setattr(sparse_adapter, "apply_adapter", lambda lm, folder, model_name: applied.append(
+        (lm, folder, model_name)) or "LM+adapter")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    cfg = AdapterConfig(model="gemma-3-270m", lang="mlt_Latn", method="lora")
+    (adapter / "lape_adapter.json").write_text(json.dumps(cfg.to_dict()))
+    digest = artifact_sha256(adapter)
+
+    class Cat:         # an adapters table that knows this folder's files
+        def read(self, table, columns=None, **where):
+            import pyarrow as pa
+
+            return pa.Table.from_pylist([{"run_id": "fromcatalog", "artifact_sha256": digest,
+                                          "signature": "s", "created_at": datetime.now(timezone.utc)}])
+
+    spec = resolve_model("gemma-3-270m")
+    s = load_system("gemma-3-270m", adapter=adapter, dtype="bfloat16", catalog=Cat())
+    assert loads[-1] == ("gemma-3-270m", "cpu", "bfloat16")
+    assert applied[-1] == ("LM", adapter, "gemma-3-270m")
+    assert (s.model, s.name, s.revision, s.run_id, s.method, s.adapter_signature, s.source,
+            s.dtype, s.device) == ("LM+adapter", spec.alias, model_revision(spec), "fromcatalog",
+                                   "lora", cfg.signature, str(adapter), "bfloat16", "cpu")
+    assert s.tokenizer.pad_token is not None
+    # a local folder: the adapter gets no model name; no dtype: the device's preferred one
+    local = tmp_path / "local-model"
+    local.mkdir()
+    s = load_system(str(local), device="cpu")
+    assert loads[-1] == (str(local), "cpu", "float32") and s.model == "LM"
+    assert (s.name, s.revision, s.run_id, s.method, s.adapter_signature, s.source, s.dtype) == (
+        "local-model", "local", "base", "base", None, str(local), "float32")
+    (local / "config.json").write_text("{}")
+    s = load_system(str(local), adapter=adapter)
+    assert applied[-1] == ("LM", adapter, None) and s.run_id == digest[:12]
+    # a merged folder without adapter config: named after the folder
+    merged = tmp_path / "merged-x"
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    s = load_system("gemma-3-270m", merged=merged)
+    assert loads[-1] == (str(merged), "cpu", "float32")
+    assert (s.run_id, s.method, s.source, s.adapter_signature) == ("merged:merged-x", "merged",
+                                                                   str(merged), None)
+    # a merged folder with its adapter config: the adapter's identity, looked up in the catalog
+    (merged / "lape_adapter.json").write_text(json.dumps(cfg.to_dict()))
+    digest = artifact_sha256(merged)
+    s = load_system("gemma-3-270m", merged=merged, catalog=Cat())
+    assert (s.run_id, s.method, s.adapter_signature) == ("fromcatalog", "lora", cfg.signature)
+
+
+def test_check_adapter_base_reads_a_text_config(tmp_path):
+    from lape_hub.errors import AdapterMismatchError
+    from lape_hub.evaluation.evaluator import check_adapter_base
+    from lape_hub.sparse_adapter import AdapterConfig
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    cfg = AdapterConfig(model="gemma-3-270m", lang="mlt_Latn", method="lape-sparse",
+                        model_type="gemma3_text", n_layers=2, d_model=64, d_ffn=128)
+    (adapter / "lape_adapter.json").write_text(json.dumps(cfg.to_dict()))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(
+        {"model_type": "gemma3", "text_config": {"num_hidden_layers": 3, "hidden_size": 64,
+                                                 "intermediate_size": 128}}))
+    with pytest.raises(AdapterMismatchError, match="has 3 layers"):
+        check_adapter_base(adapter, str(model))
+
+
+def test_evaluate_suite_defaults_logs_and_controls(fake_tasks, tmp_path, monkeypatch):
+    import itertools
+
+    from lape_hub.evaluation import evaluator
+    from lape_hub.evaluation.evaluator import done_tasks, evaluate_suite
+
+    monkeypatch.setattr(evaluator, "CONTROL_TASKS", ("good", "gone"))
+    clock = itertools.count(10.0, 0.25)
+    monkeypatch.setattr(evaluator.time, "perf_counter", lambda: next(clock))
+    cat = tmp_path / "cat"
+    lines = []
+    runs = evaluate_suite(_system(), "mlt_Latn", ["good"], control_langs=("fra_Latn",),
+                          catalog=cat, data_dir=tmp_path / "d", log=lines.append)
+    assert [c.lang for c in fake_tasks] == ["mlt_Latn", "fra_Latn"]
+    assert all(c.split == "test" and c.data_dir == tmp_path / "d" and c.batch_size == 8
+               for c in fake_tasks)
+    assert lines == ["good: 2 results in 0.2 s", "note from mlt_Latn",
+                     "good: 2 results in 0.2 s", "note from fra_Latn"]   # no "already evaluated"
+    assert len(runs) == 2 and all(r.paths for r in runs)
+    # without resume everything runs again; with resume and no log nothing breaks
+    evaluate_suite(_system(), "mlt_Latn", ["good"], control_langs=("fra_Latn",), catalog=cat,
+                   data_dir=tmp_path / "d")
+    assert len(fake_tasks) == 4
+    assert evaluate_suite(_system(), "mlt_Latn", ["good"], control_langs=("fra_Latn",),
+                          catalog=cat, data_dir=tmp_path / "d", resume=True) == []
+    # not recorded: nothing written
+    evaluate_suite(_system(), "mlt_Latn", ["good"], catalog=tmp_path / "none", record=False,
+                   data_dir=tmp_path / "d")
+    assert not (tmp_path / "none").exists()
+    # two tasks already done: one line naming both, in the order asked
+    import sys
+    import types
+
+    mod = types.ModuleType("_fake_task_also")
+    mod.run = lambda ctx: [_result(task="also", direction=ctx.lang, split=ctx.split, metric="m")]
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setitem(evaluator.TASKS, "also", mod.__name__)
+    evaluate_suite(_system(), "mlt_Latn", ["also"], control_langs=(), catalog=cat,
+                   data_dir=tmp_path / "d")
+    lines.clear()
+    evaluate_suite(_system(), "mlt_Latn", ["also", "good"], control_langs=(), catalog=cat,
+                   data_dir=tmp_path / "d", resume=True, log=lines.append)
+    assert lines == ["mlt_Latn: already evaluated: also, good"]
+    # done_tasks: another model's rows do not count; params without a limit mean no limit
+    assert done_tasks("other", "base", "mlt_Latn", split="test", limit=None, catalog=cat) == set()
+    from lape_hub.evaluation.results import read_evals, record_evals
+
+    rows = read_evals(cat, items=True, lang="fra_Latn")
+    for r in rows:
+        r["params"] = ""
+        r["items"] = json.dumps(r["items"]) if r["items"] is not None else None
+    record_evals(rows + [{**rows[0], "model": "other", "task": "x", "params": "{}"}], cat)
+    assert done_tasks("tiny", "base", "fra_Latn", split="test", limit=None, catalog=cat) == {"good"}
+    assert done_tasks("tiny", "base", "fra_Latn", split="test", limit=3, catalog=cat) == set()
