@@ -1166,6 +1166,7 @@ def test_catalog_plan_refuses_a_damaged_remote_copy_naming_the_head(hub, tmp_pat
 def test_catalog_plan_names_the_languages_it_would_drop(hub, tmp_path):
     langs = ("afr_Latn", "isl_Latn", "mlt_Latn", "npi_Deva", "swh_Latn", "zul_Latn", "deu_Latn")
     publish_catalog(build_catalog(tmp_path / "a", langs, counts=False), REPO, **FAST)
+    hub.repo(REPO).private = True                  # the remote copy is read with the token
     with pytest.raises(HubError) as e:
         publish_catalog(build_catalog(tmp_path / "b", ("npi_Deva",), counts=False), REPO,
                         dry_run=tmp_path / "s")
@@ -1273,3 +1274,13 @@ def test_plan_catalog_defaults_publish_what_changed(hub, tmp_path):
     fewer = build_catalog(tmp_path / "c", ("npi_Deva",), counts=False)
     with pytest.raises(HubError, match="would drop 2 language"):      # no force by default
         publisher.plan_catalog(api, fewer, REPO, remote, token=ALICE)
+
+
+def test_catalog_plan_checks_a_downloaded_copy_against_its_listing(hub, tmp_path):
+    publish_catalog(build_catalog(tmp_path / "a"), REPO, **FAST)
+    hub.tree_hook = lambda listing: [
+        dict(e, lfs=dict(e["lfs"], oid="0" * 64)) if e["path"] == NEURONS else e
+        for e in listing]
+    with pytest.raises(LapeHubError, match="data.parquet") as e:
+        publish_catalog(build_catalog(tmp_path / "b"), REPO, dry_run=tmp_path / "s")
+    assert "would drop" not in str(e.value)
