@@ -605,6 +605,7 @@ def test_a_missing_merged_folder_is_made_from_the_adapter(hub, tmp_path, monkeyp
     r = publish_adapter(folder, "alice/ad", merged=tmp_path / "merged", **FAST)
     assert calls == [(folder, tmp_path / "merged")]
     assert "merged/model.safetensors" in hub.files("alice/ad", "model") and r.commit
+    assert r.plan.message == "Add adapter gemma-3-270m · npi_Deva (lape-sparse) with the merged model"
 
 
 # -- what may be uploaded: content checks, the catalog and adapter folders ------------------------
