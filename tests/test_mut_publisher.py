@@ -322,8 +322,8 @@ def test_commit_errors_are_not_retried_and_the_token_is_scrubbed(monkeypatch):
     api = _Api(_Status(400, f"bad request from {ALICE}"))
     with pytest.raises(HubError) as e:
         _commit(api, _pending_plan(), replan=_pending_plan, token=ALICE, retries=3, backoff=0)
-    assert str(e.value) == f"committing to dataset repo alice/x failed: _Status: bad request " \
-                           "from hf_***"
+    assert str(e.value) == ("committing to dataset repo alice/x failed: _Status: bad request "
+                            "from hf_***")
     assert len(api.calls) == 1
     mine = LapeHubError("a file changed while uploading")
     with pytest.raises(LapeHubError) as e:
@@ -468,7 +468,7 @@ def test_publish_passes_its_options_through(hub, tmp_path):
     assert "license: mit" in hub.files("alice/ad", "model")["README.md"].decode()
 
 
-# -- publish_catalog / publish_adapter pass each option on ------------------------------------------
+# -- publish_catalog / publish_adapter pass each option on -----------------------------------------
 def _publish(target, tmp_path, repo=None, **kw):
     if target == "catalog":
         cat = build_catalog(tmp_path / "cat", counts=False)
@@ -605,7 +605,8 @@ def test_a_missing_merged_folder_is_made_from_the_adapter(hub, tmp_path, monkeyp
     r = publish_adapter(folder, "alice/ad", merged=tmp_path / "merged", **FAST)
     assert calls == [(folder, tmp_path / "merged")]
     assert "merged/model.safetensors" in hub.files("alice/ad", "model") and r.commit
-    assert r.plan.message == "Add adapter gemma-3-270m · npi_Deva (lape-sparse) with the merged model"
+    assert r.plan.message == ("Add adapter gemma-3-270m · npi_Deva (lape-sparse) with the merged "
+                              "model")
 
 
 # -- what may be uploaded: content checks, the catalog and adapter folders ------------------------
@@ -752,7 +753,7 @@ def test_inside():
     assert not publisher._inside(here.parent / (here.name + "x"), here)
 
 
-# -- commit messages, descriptions, evaluations, adapter repos ---------------------------------------
+# -- commit messages, descriptions, evaluations, adapter repos -------------------------------------
 NEU = "neurons/model={m}/refset=paper-12/selection=s/data.parquet"
 CNT = "activation_counts/model={m}/revision=main/corpus=c/lang={lang}/data.parquet"
 
@@ -1108,7 +1109,7 @@ def test_plan_adapter_defaults_mirror_the_folder(tmp_path):
     assert plan.message == "Update adapter gemma-3-270m · npi_Deva (lape-sparse)"
 
 
-# -- the catalog plan: what is kept, pruned, skipped, refused ----------------------------------------
+# -- the catalog plan: what is kept, pruned, skipped, refused --------------------------------------
 NEURONS = "neurons/model=gemma-3-270m/refset=paper-12/selection=top0.05-f0.95-b0.95/data.parquet"
 ISL_COUNTS = "activation_counts/model=gemma-3-270m/revision=main/corpus=test/lang=isl_Latn/" \
              "data.parquet"
