@@ -39,6 +39,31 @@ def test_counts_are_int64_and_two_dimensional():
         ActivationCounts(5, [1, 2, 3])
 
 
+def test_float_counts_become_int64():
+    c = ActivationCounts(4, np.array([[1.0, 3.0]], dtype=np.float32))
+    assert c.over_zero.dtype == np.int64 and c.over_zero.tolist() == [[1, 3]]
+
+
+def test_model_device_is_the_input_embeddings_device():
+    """Counting sums on the device of the input embeddings (where the ids must go), not of
+    whatever parameter comes first; without embeddings, the first parameter's."""
+    class WithEmbeddings(torch.nn.Module):
+        def __init__(self, emb):
+            super().__init__()
+            self.head = torch.nn.Linear(2, 2)                 # first parameter: on the CPU
+            self.emb = emb
+
+        def get_input_embeddings(self):
+            return self.emb
+
+    meta = torch.nn.Embedding(4, 2, device="meta")
+    assert ac._model_device(WithEmbeddings(meta)) == torch.device("meta")
+    # embeddings without a weight, or none at all: the first parameter decides
+    assert ac._model_device(WithEmbeddings(torch.nn.Identity())) == torch.device("cpu")
+    assert ac._model_device(WithEmbeddings(None)) == torch.device("cpu")
+    assert ac._model_device(torch.nn.Linear(2, 2, device="meta")) == torch.device("meta")
+
+
 def test_adding_counts_adds_tokens_counts_and_sequences():
     a = ActivationCounts(10, np.array([[1, 2]]), 3)
     b = ActivationCounts(7, np.array([[4, 0]]), 2)
