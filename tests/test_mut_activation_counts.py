@@ -498,5 +498,26 @@ def test_a_rank_without_rows_counts_nothing_and_leaves_a_checkpoint(rank_of_two,
     counts, scalars = rank_of_two["reduced"]
     assert not counts.any() and scalars.tolist() == [0, 0]
     with np.load(tmp_path / "c.npz.rank1-of-2") as z:
-        assert (int(z["position"]), int(z["n_tokens"]), int(z["over_zero"].sum())) == (0, 0, 0)
+        assert (int(z["position"]), int(z["n_tokens"]), int(z["n_sequences"]),
+                int(z["over_zero"].sum())) == (0, 0, 0, 0)
     assert got.n_tokens == 0 and got.over_zero.shape == (3, 48)
+
+
+def test_out_of_memory_at_batch_size_2_goes_down_to_1(monkeypatch, caplog):
+    model, p = tiny_model("llama"), corpus(3)
+    plain = count_activations(model, p, batch_size=1, progress=False)
+    mlp = model.model.layers[0].mlp
+    real = mlp.forward
+
+    def flaky(x):
+        if x.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(x)
+
+    monkeypatch.setattr(mlp, "forward", flaky)
+    with caplog.at_level(logging.WARNING, logger="lape_hub.activation_counts"):
+        got = count_activations(model, p, batch_size=2, progress=False)
+    assert [r.getMessage() for r in caplog.records] == [
+        "out of memory at batch size 2; halving it to 1 and going on"]
+    assert (got.n_tokens, got.n_sequences) == (plain.n_tokens, 3)
+    np.testing.assert_array_equal(got.over_zero, plain.over_zero)
