@@ -1256,6 +1256,8 @@ def test_load_system_identity_without_loading_weights(tmp_path, monkeypatch):
     assert loads[-1] == (str(local), "cpu", "float32") and s.model == "LM"
     assert (s.name, s.revision, s.run_id, s.method, s.adapter_signature, s.source, s.dtype) == (
         "local-model", "local", "base", "base", None, str(local), "float32")
+    s = load_system(str(local), device="cuda:1", dtype="float32")     # nothing really loads
+    assert loads[-1] == (str(local), "cuda:1", "float32") and s.device == "cuda:1"
     (local / "config.json").write_text("{}")
     s = load_system(str(local), adapter=adapter)
     assert applied[-1] == ("LM", adapter, None) and s.run_id == digest[:12]
@@ -1312,6 +1314,11 @@ def test_evaluate_suite_defaults_logs_and_controls(fake_tasks, tmp_path, monkeyp
     assert lines == ["good: 2 results in 0.2 s", "note from mlt_Latn",
                      "good: 2 results in 0.2 s", "note from fra_Latn"]   # no "already evaluated"
     assert len(runs) == 2 and all(r.paths for r in runs)
+    lines.clear()                                  # resume with nothing done: no such line
+    evaluate_suite(_system(), "mlt_Latn", ["gone"], control_langs=(), catalog=cat,
+                   data_dir=tmp_path / "d", resume=True, log=lines.append)
+    assert lines == ["skipped gone: no data here"]
+    del fake_tasks[2:]
     # without resume everything runs again; with resume and no log nothing breaks
     evaluate_suite(_system(), "mlt_Latn", ["good"], control_langs=("fra_Latn",), catalog=cat,
                    data_dir=tmp_path / "d")
