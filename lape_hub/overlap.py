@@ -66,14 +66,12 @@ class OverlapMatrix:
         jaccard = np.where(union > 0, shared / np.maximum(union, 1), 0.0)
         a, b = np.divmod(np.arange(n * n), n)
         langs = np.asarray(self.langs, dtype=object)
-        return pa.table({
-            "lang_a": pa.array(langs[a].tolist(), pa.string()),
-            "lang_b": pa.array(langs[b].tolist(), pa.string()),
-            "size_a": pa.array(sizes[a], pa.int64()),
-            "size_b": pa.array(sizes[b], pa.int64()),
-            "shared": pa.array(shared.reshape(-1), pa.int64()),
-            "jaccard": pa.array(jaccard.reshape(-1), pa.float64()),
-        })
+        schema = pa.schema([("lang_a", pa.string()), ("lang_b", pa.string()),
+                            ("size_a", pa.int64()), ("size_b", pa.int64()),
+                            ("shared", pa.int64()), ("jaccard", pa.float64())])
+        columns = [langs[a].tolist(), langs[b].tolist(), sizes[a], sizes[b], shared.ravel(),
+                   jaccard.ravel()]
+        return pa.table(dict(zip(schema.names, columns)), schema=schema)
 
     def to_pandas(self) -> "pandas.DataFrame":
         """:meth:`to_arrow` as a pandas DataFrame (needs pandas)."""
