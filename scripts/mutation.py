@@ -41,8 +41,8 @@ MODULE_TESTS: dict[str, list[str]] = {
                 "tests/test_builder_catalog.py", "tests/test_catalog_edges.py"],  # 7 s together
     "atomic": ["tests/test_atomic.py"],
     "schemas": ["tests/test_schemas.py", "tests/test_catalog.py"],
-    "sparse_adapter": ["tests/test_sparse_adapter.py"],
-    "finetune": ["tests/test_finetune.py"],
+    "sparse_adapter": ["tests/test_mut_sparse_adapter.py", "tests/test_sparse_adapter.py"],
+    "finetune": ["tests/test_mut_finetune.py", "tests/test_finetune.py"],  # slow end-to-end runs deselected below
     "publisher": ["tests/test_mut_publisher.py", "tests/test_publisher.py",
                   "tests/test_attacks_publish.py"],
     "overlap": ["tests/test_overlap.py"],
@@ -68,6 +68,12 @@ MODULE_TESTS: dict[str, list[str]] = {
 _EVAL_CLI = ["--deselect", "tests/test_evaluation.py::test_cli_eval_and_compare",
              "--deselect", "tests/test_evaluation.py::test_cli_bad_input_is_one_line"]
 MODULE_PYTEST_ARGS: dict[str, list[str]] = {
+    # finetune: four whole runs (7, 6, 3 and 2 s) that no helper-level mutant needs; the decay,
+    # best-checkpoint and resume tests stay
+    "finetune": ["--deselect", "tests/test_finetune.py::test_sparse_run_end_to_end",
+                 "--deselect", "tests/test_finetune.py::test_deterministic_with_a_seed",
+                 "--deselect", "tests/test_finetune.py::test_bf16_autocast_tracks_float32_for_20_steps",
+                 "--deselect", "tests/test_finetune.py::test_finetune_eval_tasks_evaluate_the_saved_adapter_once"],
     # SIGKILL-resume and torchrun run the counting in subprocesses (slow, invisible to mutmut)
     "activation_counts": ["--deselect", "tests/test_activation_counts.py::test_sigkill_and_resume_gives_identical_counts",
                           "--deselect", "tests/test_activation_counts.py::test_torchrun_two_processes_equal_one"],
