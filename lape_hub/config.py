@@ -323,7 +323,7 @@ def hub_error(exc: BaseException, *, repo_id: str, repo_type: str = "dataset",
         server_msg = response.headers.get("X-Error-Message") or ""
     endpoint = hub_endpoint()
     if isinstance(exc, OfflineModeIsEnabled):
-        msg = f"offline (HF_HUB_OFFLINE=1): cannot reach {kind} while {action}"
+        msg = f"offline (HF_HUB_OFFLINE=1): cannot reach {kind} while {action} it"
     elif isinstance(exc, LocalTokenNotFoundError):
         msg = "no Hugging Face token: set HF_TOKEN or run `hf auth login`"
     elif status == 401 and "Invalid credentials" in server_msg:
@@ -336,13 +336,13 @@ def hub_error(exc: BaseException, *, repo_id: str, repo_type: str = "dataset",
         msg = (f"no write access to {kind} (403): the token's user is not a member of "
                f"'{repo_id.split('/')[0]}' or the token is read-only")
     elif isinstance(exc, RevisionNotFoundError):
-        msg = f"revision not found in {kind} (404) while {action}"
+        msg = f"revision not found in {kind} (404) while {action} it"
     elif isinstance(exc, EntryNotFoundError):
-        msg = f"file not found in {kind} (404) while {action}"
+        msg = f"file not found in {kind} (404) while {action} it"
     elif status == 404:
         msg = f"{kind} not found on {endpoint} (404): check --hub-repo / ${ENV_REPO}"
     elif status in (409, 412):
-        msg = (f"{kind} changed while {action} (HTTP {status}: another publish landed first); "
+        msg = (f"{kind} changed while {action} it (HTTP {status}: another publish landed first); "
                "nothing was committed: run the command again")
     elif status is not None and status >= 500:
         msg = f"the Hub failed (HTTP {status}) while {action} {kind}; try again later"

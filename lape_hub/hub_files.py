@@ -30,6 +30,7 @@ import hashlib
 import os
 import re
 import stat
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -440,14 +441,22 @@ class _stream:
             self._cm = self.session.stream("GET", self.url, headers=self.headers,
                                            follow_redirects=True, timeout=timeout)
             self.response = self._cm.__enter__()
-            if self.response.status_code >= 400:
-                self.response.read()
-            hf_raise_for_status(self.response)
+            try:
+                if self.response.status_code >= 400:
+                    self.response.read()
+                hf_raise_for_status(self.response)
+            except BaseException:   # `with` calls no __exit__ when __enter__ raises: close here
+                self.__exit__(*sys.exc_info())
+                raise
             return self.response.iter_bytes(1 << 20)
         self._cm = None                                          # requests (huggingface_hub 0.x)
         self.response = self.session.get(self.url, headers=self.headers, stream=True,
                                          timeout=timeout, allow_redirects=True)
-        hf_raise_for_status(self.response)
+        try:
+            hf_raise_for_status(self.response)
+        except BaseException:
+            self.response.close()
+            raise
         return self.response.iter_content(1 << 20)
 
     def __exit__(self, *exc: object) -> None:

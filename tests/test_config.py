@@ -326,7 +326,7 @@ def test_hub_error_messages(monkeypatch):
 
     monkeypatch.setenv("HF_ENDPOINT", "http://hub.local")
     assert hub_message(OfflineModeIsEnabled("x"), action="fetching") == (
-        "offline (HF_HUB_OFFLINE=1): cannot reach dataset repo org/cat while fetching", None)
+        "offline (HF_HUB_OFFLINE=1): cannot reach dataset repo org/cat while fetching it", None)
     assert hub_message(LocalTokenNotFoundError("x"))[0] == (
         "no Hugging Face token: set HF_TOKEN or run `hf auth login`")
     assert hub_message(Failure(401, "Invalid credentials in Authorization header"),
@@ -342,16 +342,16 @@ def test_hub_error_messages(monkeypatch):
     Exception.__init__(rev, "x")
     rev.response = Response(404)
     assert hub_message(rev, action="reading") == (
-        "revision not found in dataset repo org/cat (404) while reading", 404)
+        "revision not found in dataset repo org/cat (404) while reading it", 404)
     entry = EntryNotFoundError("missing")
     assert hub_message(entry, action="reading")[0] == (
-        "file not found in dataset repo org/cat (404) while reading")
+        "file not found in dataset repo org/cat (404) while reading it")
     assert hub_message(Failure(404))[0] == (
         "dataset repo org/cat not found on http://hub.local (404): check --hub-repo / "
         "$LAPE_HUB_REPO")
     for s in (409, 412):
         assert hub_message(Failure(s), action="committing") == (
-            f"dataset repo org/cat changed while committing (HTTP {s}: another publish landed "
+            f"dataset repo org/cat changed while committing it (HTTP {s}: another publish landed "
             "first); nothing was committed: run the command again", s)
     assert hub_message(Failure(500), action="listing")[0] == (
         "the Hub failed (HTTP 500) while listing dataset repo org/cat; try again later")

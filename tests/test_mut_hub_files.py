@@ -749,6 +749,8 @@ def test_stream_reads_an_error_body_before_raising(session, status):
         with hf._stream("http://hub/x", "t"):
             pass
     assert s.response.calls == ["read"]  # the body, so the error can quote the server
+    # `with` calls no __exit__ when __enter__ raises: the stream must be closed all the same
+    assert [c[0] for c in s.calls[1:]] == ["exit"] and s.calls[1][1][0] is HubError
 
 
 def test_stream_over_requests(session, monkeypatch):
@@ -766,6 +768,7 @@ def test_stream_over_requests(session, monkeypatch):
     with pytest.raises(HubError, match="status 403"):
         with hf._stream("http://hub/y", "t"):
             pass
+    assert s.response.calls == ["close"]  # closed although __exit__ never ran
 
 
 # -- more on listing and downloading: errors, pinned revisions, hostile names ----------------------
@@ -787,8 +790,8 @@ def test_listing_and_download_errors_name_the_repo_and_the_action(repo, hub, tmp
                               "to a valid token or run `hf auth login`")
     with pytest.raises(HubError) as exc:
         hf.download_remote_file(api, REPO, "dataset", "missing.json", head, tmp_path, token=ALICE)
-    assert str(exc.value).startswith(f"file not found in dataset repo {REPO} (404) while "
-                                     "downloading 'missing.json'")
+    assert str(exc.value) == (f"file not found in dataset repo {REPO} (404) while "
+                              "downloading 'missing.json' from it")
 
 
 def test_server_messages_in_errors_are_redacted(repo, hub, tmp_path):
