@@ -1354,3 +1354,26 @@ def test_evaluate_suite_defaults_logs_and_controls(fake_tasks, tmp_path, monkeyp
     record_evals(rows + [{**rows[0], "model": "other", "task": "x", "params": "{}"}], cat)
     assert done_tasks("tiny", "base", "fra_Latn", split="test", limit=None, catalog=cat) == {"good"}
     assert done_tasks("tiny", "base", "fra_Latn", split="test", limit=3, catalog=cat) == set()
+
+
+@pytest.mark.parametrize("own_head", [True, False])
+def test_sequence_logprobs_puts_every_tensor_on_the_models_device(own_head, monkeypatch):
+    """Every tensor is made on the model's device, as a GPU needs: with the default device set
+    to ``meta`` (where a tensor made without ``device=`` lands, and which cannot meet the CPU
+    model), the scores are still the CPU run's."""
+    import torch
+
+    from _tiny_models import tiny_model, tiny_tokenizer
+
+    from lape_hub import lm_loss
+    from lape_hub.evaluation.tasks import sequence_logprobs
+
+    if not own_head:
+        monkeypatch.setattr(lm_loss, "lm_head_of", lambda model: None)
+    tok, model = tiny_tokenizer(), tiny_model("llama", seed=5)
+    pairs = [("Topic:", " sports"), ("Topic:", " a"), ("Other:", " health"), ("Topic:", " travel")]
+    want = sequence_logprobs(model, tok, pairs, batch_size=3)
+    with torch.device("meta"):
+        assert torch.empty(1).device.type == "meta"
+        got = sequence_logprobs(model, tok, pairs, batch_size=3)
+    assert got == want

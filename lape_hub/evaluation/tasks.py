@@ -238,13 +238,12 @@ def sequence_logprobs(model: "nn.Module", tokenizer: "PreTrainedTokenizerBase",
         for k in range(0, len(alone), batch_size):
             chunk = [encoded[i] for i in alone[k:k + batch_size]]
             width = max(len(c) + len(t) for c, t in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long, device=device)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long, device=device)
             for r, (c, t) in enumerate(chunk):
                 seq = c + t
-                ids[r, :len(seq)] = torch.tensor(seq)
+                ids[r, :len(seq)] = torch.tensor(seq, device=device)
                 mask[r, :len(seq)] = 1
-            ids, mask = ids.to(device), mask.to(device)
             if head is None:   # a model whose head lm_loss does not reproduce: its own logits
                 hidden = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
             else:              # logits only where a continuation token is predicted
