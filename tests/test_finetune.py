@@ -34,12 +34,10 @@ WORDS = ("il kien dar baħar ħobż xemx qamar tifel tifla kelb qattus ilma triq
          "skola ktieb ħabib omm missier ġnien").split()
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """A synthetic SIB-200-shaped folder: <root>/mlt_Latn/{train,dev}.tsv."""
-    root = tmp_path_factory.mktemp("corpus")
+def write_corpus(root: Path) -> Path:
+    """A synthetic SIB-200-shaped folder: <root>/mlt_Latn/{train,dev}.tsv (60 and 12 rows)."""
     rng = random.Random(0)
-    (root / "mlt_Latn").mkdir()
+    (root / "mlt_Latn").mkdir(parents=True)
     for split, n in (("train", 60), ("dev", 12)):
         with open(root / "mlt_Latn" / f"{split}.tsv", "w") as f:
             f.write("index_id\tcategory\ttext\n")
@@ -47,6 +45,12 @@ def corpus(tmp_path_factory) -> Path:
                 words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10)))
                 f.write(f"{i}\tnone\t{words.capitalize()}.\n")
     return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """The synthetic corpus of :func:`write_corpus`, shared by the module."""
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def _ns(model: str = "tiny-llama") -> NeuronSet:

@@ -1073,6 +1073,11 @@ def test_check_adapter_base_refusals(tmp_path):
             check_adapter_base(adapter, str(model))
         del c[key]                                  # a size the config does not state: no check
         config(**c)
+    # the sizes of a multimodal config's text_config are the ones compared
+    config(model_type="gemma3", text_config={"num_hidden_layers": 3, "hidden_size": 64,
+                                             "intermediate_size": 128})
+    with pytest.raises(AdapterMismatchError, match="has 3 layers"):
+        check_adapter_base(adapter, str(model))
         assert check_adapter_base(adapter, str(model)) == cfg
     config(num_hidden_layers=2, hidden_size=64, intermediate_size=128)   # no model_type: sizes only
     assert check_adapter_base(adapter, str(model)) == cfg
@@ -1274,25 +1279,6 @@ def test_load_system_identity_without_loading_weights(tmp_path, monkeypatch):
     digest = artifact_sha256(merged)
     s = load_system("gemma-3-270m", merged=merged, catalog=Cat())
     assert (s.run_id, s.method, s.adapter_signature) == ("fromcatalog", "lora", cfg.signature)
-
-
-def test_check_adapter_base_reads_a_text_config(tmp_path):
-    from lape_hub.errors import AdapterMismatchError
-    from lape_hub.evaluation.evaluator import check_adapter_base
-    from lape_hub.sparse_adapter import AdapterConfig
-
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    cfg = AdapterConfig(model="gemma-3-270m", lang="mlt_Latn", method="lape-sparse",
-                        model_type="gemma3_text", n_layers=2, d_model=64, d_ffn=128)
-    (adapter / "lape_adapter.json").write_text(json.dumps(cfg.to_dict()))
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps(
-        {"model_type": "gemma3", "text_config": {"num_hidden_layers": 3, "hidden_size": 64,
-                                                 "intermediate_size": 128}}))
-    with pytest.raises(AdapterMismatchError, match="has 3 layers"):
-        check_adapter_base(adapter, str(model))
 
 
 def test_evaluate_suite_defaults_logs_and_controls(fake_tasks, tmp_path, monkeypatch):

@@ -115,16 +115,6 @@ def test_a_tied_validation_loss_keeps_the_earlier_checkpoint(tmp_path, monkeypat
 
 
 def _make_corpus(root):
-    import random
+    from test_finetune import write_corpus
 
-    from test_finetune import WORDS
-
-    rng = random.Random(0)
-    (root / "mlt_Latn").mkdir(parents=True)
-    for split, n in (("train", 60), ("dev", 12)):
-        with open(root / "mlt_Latn" / f"{split}.tsv", "w") as f:
-            f.write("index_id\tcategory\ttext\n")
-            for i in range(n):
-                words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10)))
-                f.write(f"{i}\tnone\t{words.capitalize()}.\n")
-    return root
+    return write_corpus(root)
