@@ -1363,3 +1363,65 @@ def test_sequence_logprobs_puts_every_tensor_on_the_models_device(own_head, monk
         assert torch.empty(1).device.type == "meta"
         got = sequence_logprobs(model, tok, pairs, batch_size=3)
     assert got == want
+
+
+def _trunk_calls(model):
+    """Record every forward of the model's trunk: (batch rows, tokens fed, cache returned)."""
+    from lape_hub.lm_loss import lm_head_of
+
+    calls = []
+
+    def hook(module, args, kwargs, output):
+        ids = kwargs["input_ids"]
+        calls.append((ids.shape[0], ids.shape[1], output.past_key_values is not None))
+
+    lm_head_of(model).decoder.register_forward_hook(hook, with_kwargs=True)
+    return calls
+
+
+def test_options_of_one_context_run_the_context_once_and_the_rest_in_batches():
+    """The cost model the docs promise: a context shared by several options runs once (its
+    KV cache serves them all); other pairs go in batches of ``batch_size`` (8 by default);
+    scoring alone keeps no KV cache."""
+    from _tiny_models import tiny_model, tiny_tokenizer
+
+    from lape_hub.evaluation.tasks import sequence_logprobs
+
+    tok, model = tiny_tokenizer(), tiny_model("llama", seed=5)
+    calls = _trunk_calls(model)
+    options = [" sports", " health and life", " travel"]
+    pairs = [("Topic:", o) for o in options] + [(f"Line {i}:", " a b") for i in range(9)]
+    sequence_logprobs(model, tok, pairs)
+    ctx = len(tok("Topic:").input_ids)
+    lengths = [len(tok(o, add_special_tokens=False).input_ids) for o in options]
+    longer = [n for n in lengths if n > 1]
+    assert longer
+    # the shared context once (with its cache), then the longer options' tails in one batch
+    assert calls[0] == (1, ctx, True)
+    assert calls[1][:2] == (len(longer), max(longer) - 1)
+    # the 9 pairs with a context of their own: a batch of 8 and a batch of 1, no cache kept
+    assert [c[0] for c in calls[2:]] == [8, 1]
+    assert [c[2] for c in calls[2:]] == [False, False]
+    # a batch size given: 3 + 3 + 3
+    calls.clear()
+    sequence_logprobs(model, tok, pairs[3:], batch_size=3)
+    assert [c[0] for c in calls] == [3, 3, 3] and not any(c[2] for c in calls)
+    # contexts of one option each are not "shared": no context-only pass
+    calls.clear()
+    sequence_logprobs(model, tok, [("Topic:", " sports"), ("Other:", " health")])
+    assert [c[0] for c in calls] == [2]
+
+
+def test_scoring_through_the_models_own_logits_keeps_no_cache(monkeypatch):
+    from _tiny_models import tiny_model, tiny_tokenizer
+
+    from lape_hub import lm_loss
+    from lape_hub.evaluation.tasks import sequence_logprobs
+
+    tok, model = tiny_tokenizer(), tiny_model("llama", seed=5)
+    calls = []
+    model.register_forward_hook(
+        lambda m, a, kw, out: calls.append(out.past_key_values is not None), with_kwargs=True)
+    monkeypatch.setattr(lm_loss, "lm_head_of", lambda model: None)
+    sequence_logprobs(model, tok, [("Topic:", " sports"), ("Topic:", " health")])
+    assert calls == [False]

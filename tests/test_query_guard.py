@@ -251,6 +251,72 @@ def test_keyboard_interrupt_in_worker(con):
         _limited(con, SqlLimits(), raise_(KeyboardInterrupt()))
 
 
+class _Con:
+    """A connection that records interrupt()/close() and may fail to close."""
+
+    def __init__(self, close_error=None):
+        self.calls, self.close_error = [], close_error
+
+    def interrupt(self):
+        self.calls.append("interrupt")
+
+    def close(self):
+        self.calls.append("close")
+        if self.close_error:
+            raise self.close_error
+
+
+def _ctrl_c_then(after):
+    """A query during which Ctrl-C reaches the main thread; then ``after()``."""
+    import _thread
+
+    def work():
+        time.sleep(0.2)            # the main thread is waiting by now
+        _thread.interrupt_main()   # SIGINT's KeyboardInterrupt, in the waiting main thread
+        time.sleep(0.3)
+        return after()
+    return work
+
+
+def test_ctrl_c_while_waiting_interrupts_the_query_and_raises_keyboard_interrupt():
+    # DuckDB answers the interrupt with its InterruptException: that is the Ctrl-C, not a timeout
+    con = _Con()
+    with pytest.raises(KeyboardInterrupt):
+        _limited(con, SqlLimits(), _ctrl_c_then(raise_(duckdb.InterruptException("INTERRUPT"))))
+    assert con.calls == ["interrupt", "close"]
+
+
+def test_ctrl_c_with_the_query_stuck_outside_duckdb(monkeypatch):
+    monkeypatch.setattr(query, "_GRACE_S", 0.1)
+    con = _Con()
+    with pytest.raises(KeyboardInterrupt):
+        _limited(con, SqlLimits(), _ctrl_c_then(lambda: time.sleep(1)))
+    assert con.calls == ["interrupt"]   # left behind, not closed under its feet
+    time.sleep(1)                       # the worker thread ends before the next test
+
+
+def test_a_timed_out_query_failing_otherwise_is_still_a_timeout():
+    # the interrupt can surface as another DuckDB error; what stopped the query was the limit
+    con = _Con()
+    with pytest.raises(QueryError, match=r"^query stopped after 0.1 s, the time limit"):
+        _limited(con, SqlLimits(timeout_s=0.1), lambda: time.sleep(0.4) or raise_(
+            duckdb.ConversionException("Conversion Error: x"))())
+    assert con.calls == ["interrupt", "close"]
+
+
+def test_a_connection_busy_at_close_is_not_an_error():
+    con = _Con(close_error=duckdb.ConnectionException("Connection Error: busy"))
+    assert _limited(con, SqlLimits(), lambda: 7) == 7
+    assert con.calls == ["close"]
+
+
+def test_permission_refusal_names_every_table(con):
+    with pytest.raises(QueryRefusedError) as info:
+        _limited(con, SqlLimits(), raise_(duckdb.PermissionException("Permission Error: no")))
+    assert str(info.value) == ("refused: Permission Error: no; lape-hub sql reads only the "
+                               f"catalog's tables ({', '.join(table_names())})")
+
+
 def test_first_line_of_an_empty_message():
     assert query._first_line(ValueError("")) == "ValueError"
     assert query._first_line(ValueError("  \n a\nb")) == "a"
