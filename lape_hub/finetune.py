@@ -408,13 +408,10 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    seen: set[int] = set()
-    out = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad and id(p) not in seen:
-            seen.add(id(p))
-            out[name] = p.detach().cpu().clone()
-    return out
+    """A CPU copy of every trainable parameter; a tied (shared) one appears once, under its
+    first name, as ``named_parameters()`` lists it."""
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters()
+            if p.requires_grad}
 
 
 @torch.no_grad()

@@ -43,6 +43,12 @@ def test_trainable_state_holds_only_trainable_parameters_as_copies():
     with torch.no_grad():
         m.proj.weight.add_(1.0)
     assert not torch.equal(state["proj.weight"], m.proj.weight)  # a copy, not a view
+    # a tied parameter (embeddings shared with the head) is stored once, under its first name
+    tied = torch.nn.Module()
+    tied.embed = torch.nn.Embedding(5, 3)
+    tied.head = torch.nn.Linear(3, 5, bias=False)
+    tied.head.weight = tied.embed.weight
+    assert list(_trainable_state(tied)) == ["embed.weight"]
 
 
 def test_matched_lora_rank_rounds_to_the_nearest_and_down():
