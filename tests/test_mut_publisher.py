@@ -413,6 +413,7 @@ def test_dry_run_offline_or_unreachable_compares_with_nothing_but_a_failing_hub_
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     r = publish_catalog(cat, REPO, dry_run=tmp_path / "s1", **FAST)
     assert r.plan.message.endswith(" (offline: compared with nothing)")
+    offline_message = r.plan.message.removesuffix(" (offline: compared with nothing)")
     assert r.plan.counts()["added"] == n_files and r.plan.exists is False
     assert r.plan.parent is None
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -424,6 +425,10 @@ def test_dry_run_offline_or_unreachable_compares_with_nothing_but_a_failing_hub_
     r = publish_catalog(cat, REPO, dry_run=tmp_path / "s3", **FAST)
     assert r.plan.message.endswith(" (Hub unreachable: compared with nothing)")
     assert r.plan.counts()["added"] == n_files
+    assert r.plan.exists is False and r.plan.parent is None
+    # both compared with nothing: the same plan, its own message kept before the note
+    assert r.plan.message.removesuffix(" (Hub unreachable: compared with nothing)") == \
+        offline_message and offline_message.strip()
     with pytest.raises(HubError, match="cannot reach the Hub"):
         publish_catalog(cat, REPO, **FAST)
 
@@ -514,6 +519,10 @@ def test_a_401_with_a_token_is_not_taken_for_a_missing_repo(hub, tmp_path, monke
         _publish(target, tmp_path, **FAST)
     assert e.value.status == 401 and len(hub.repo(repo, kind).commits) == 1
     assert not any(m == "POST" for m, _, _ in hub.requests)
+    # a dry run with that token stops too: a refusal is not "unreachable", nothing is staged
+    with pytest.raises(HubError, match=r"not found or private, and no valid token"):
+        _publish(target, tmp_path, dry_run=tmp_path / "refused", **FAST)
+    assert not (tmp_path / "refused").exists()
     monkeypatch.delenv("HF_TOKEN")
     staged = _publish(target, tmp_path, dry_run=tmp_path / "stage")
     assert staged.plan.exists is False and staged.plan.parent is None
@@ -672,7 +681,7 @@ def test_catalog_data_files_lists_entries_manifest_and_schemas(tmp_path):
     assert files[schemas[0]].path == schemas[0]
 
 
-def test_catalog_data_files_refuses_what_is_not_an_entry(tmp_path):
+def test_catalog_data_files_refuses_what_is_not_an_entry(tmp_path, monkeypatch):
     from lape_hub.catalog import Catalog
     from lape_hub.errors import NotInCatalogError, SchemaError
 
@@ -686,9 +695,26 @@ def test_catalog_data_files_refuses_what_is_not_an_entry(tmp_path):
         catalog_data_files(only_manifest)
     cat = build_catalog(tmp_path / "cat", counts=False)
     (cat.root / "notes.txt").write_text("x")
-    with pytest.raises(LapeHubError, match=r"'notes.txt' \(not on the allow-list\)"):
+    with pytest.raises(LapeHubError) as e:
         catalog_data_files(cat)
+    assert str(e.value) == (f"refused to publish catalog {cat.root}: it holds 1 entry lape-hub "
+                            "does not publish: 'notes.txt' (not on the allow-list); remove it "
+                            "(links, devices and pipes are never followed or sent)")
     (cat.root / "notes.txt").unlink()
+    (cat.root / ".lock").write_text("")                 # the catalog's lock file is skipped
+    assert ".lock" not in catalog_data_files(cat)
+    import shutil
+
+    from lape_hub import paths
+    schemas = tmp_path / "schemas"
+    shutil.copytree(paths.schemas_dir(), schemas)
+    (schemas / "notes.txt").write_text("x")
+    with monkeypatch.context() as m:
+        m.setattr(paths, "schemas_dir", lambda: schemas)
+        with pytest.raises(LapeHubError, match=rf"^refused to publish schemas folder {schemas}: "
+                                               r"it holds 1 entry .*'notes.txt'"):
+            catalog_data_files(cat)
+    (cat.root / ".lock").unlink()
     (cat.root / "CATALOG.json").write_text('{"format": "lape-hub-catalog", "schema_version": 99}')
     with pytest.raises(SchemaError, match=f"catalog {cat.root} has schema version 99"):
         catalog_data_files(cat)
