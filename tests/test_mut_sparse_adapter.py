@@ -136,3 +136,209 @@ def test_from_pretrained_refusals_name_the_folder_and_both_sets(saved, tmp_path)
         SparseNeuronModel.from_pretrained(tiny_model("llama"), edited)
     assert str(e.value) == (f"{edited / ADAPTER_WEIGHTS_NAME}: its neuron indices (set {stored[:12]}) do not "
                             f"match its config (set {cfg.neuron_set_hash[:12]}); the file is corrupt or was edited")
+
+
+# -- part B: injection, wiring, compatibility, dense adapters ---------------------------------
+from types import SimpleNamespace  # noqa: E402
+
+from safetensors import safe_open  # noqa: E402
+
+from lape_hub.errors import LapeHubError  # noqa: E402
+from lape_hub.neuron_set import NeuronSet  # noqa: E402
+from lape_hub.sparse_adapter import (  # noqa: E402
+    DENSE_WEIGHTS_NAME,
+    _model_type,
+    _same_model,
+    apply_adapter,
+    check_compatible,
+)
+
+
+def test_model_type_reads_config_then_a_peft_style_base_model():
+    class Wrapped(nn.Module):  # a peft-like wrapper: no config of its own
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def get_base_model(self):
+            return self.inner
+
+    assert _model_type(tiny_model("llama")) == "llama"
+    assert _model_type(Wrapped(tiny_model("qwen2"))) == "qwen2"
+    assert _model_type(Wrapped(nn.Linear(2, 2))) == ""
+    assert _model_type(nn.Linear(2, 2)) == ""
+    assert _model_type(SimpleNamespace(config=SimpleNamespace(model_type=None))) == ""
+    # a config of its own wins over the base model's
+    w = Wrapped(tiny_model("qwen2"))
+    w.config = SimpleNamespace(model_type="mistral")
+    assert _model_type(w) == "mistral"
+
+
+def test_inject_refusals_are_named_whole():
+    model = tiny_model("llama")
+    with pytest.raises(AdapterMismatchError) as e:
+        SparseNeuronModel.inject(model, [[0], [1]], _config())
+    assert str(e.value) == "neuron set has 2 layers, the model has 3 FFN layers"
+    for bad in ([0, 5, 48], [-1, 5, 7]):  # out of range at either end, with valid indices beside
+        with pytest.raises(AdapterMismatchError) as e:
+            SparseNeuronModel.inject(tiny_model("llama"), [[1], bad, [2]], _config())
+        assert str(e.value) == "layer 1: neuron index out of range [0, 48)"
+    SparseNeuronModel.inject(model, [[0], [], [47]], _config())
+    with pytest.raises(LapeHubError) as e:
+        SparseNeuronModel.inject(model, [[0], [], [47]], _config())
+    assert str(e.value) == "the model already has a sparse neuron adapter; unload it first"
+
+
+def test_inject_fills_the_config_from_the_model_and_freezes_it():
+    model = tiny_model("llama")
+    want_total = sum(p.numel() for p in model.parameters())  # untied tiny model: no sharing
+    sparse = SparseNeuronModel.inject(model, [[3, 1, 3], np.array([], dtype=np.int64), torch.tensor([0, 47])],
+                                      _config())
+    cfg = sparse.config
+    assert (cfg.n_layers, cfg.d_model, cfg.d_ffn, cfg.model_type) == (3, 32, 48, "llama")
+    assert cfg.n_neurons == 4  # duplicates dropped
+    assert cfg.total_params == want_total
+    assert cfg.trainable_params == 4 * 32 * 3  # gate and up rows, down columns
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 4 * 32 * 3  # the deltas only
+    assert [n.tolist() for n in sparse.neurons] == [[1, 3], [], [0, 47]]
+    # given total_params and model_type are kept
+    sparse2 = SparseNeuronModel.inject(tiny_model("llama"), [[1], [], []],
+                                       _config(model_type="custom", total_params=7))
+    assert (sparse2.config.model_type, sparse2.config.total_params) == ("custom", 7)
+
+
+def test_unload_puts_the_original_linears_back():
+    model = tiny_model("llama")
+    mlps = [layer.mlp for layer in model.model.layers]
+    before = [(m.gate_proj, m.up_proj, m.down_proj) for m in mlps]
+    sparse = SparseNeuronModel.inject(model, [[1], [2], [3]], _config(components=("gate", "up", "down")))
+    out = sparse.unload()
+    assert out is model
+    assert [(m.gate_proj, m.up_proj, m.down_proj) for m in mlps] == before
+    assert all(type(m) is nn.Linear for t in before for m in t)
+    assert list(sparse.wrappers()) == []
+
+
+def test_save_makes_nested_folders_twice_and_writes_the_metadata(tmp_path):
+    sparse = SparseNeuronModel.inject(tiny_model("llama"), [[1, 2], [], [5]], _config())
+    _randomize(sparse)
+    folder = tmp_path / "x" / "y"
+    assert sparse.save(folder) == folder
+    assert sparse.save(folder) == folder  # an existing folder is fine
+    with safe_open(str(folder / ADAPTER_WEIGHTS_NAME), "pt") as f:
+        meta = f.metadata()
+    assert meta == {"format": "lape-hub-adapter", "signature": sparse.config.signature}
+    saved = json.loads((folder / ADAPTER_CONFIG_NAME).read_text())
+    ns = NeuronSet("tiny", "mlt_Latn", [np.array([1, 2]), np.array([], dtype=np.int64), np.array([5])],
+                   d_model=32, d_ffn=48, refset="test")
+    assert saved["trainable_params"] == 3 * 32 * 3
+    assert saved["neuron_set_hash"] == sparse.neuron_set_hash
+
+
+def _named_config(**kw):
+    return _config(model="gemma-3-270m", repo_id="google/gemma-3-270m", model_type="llama",
+                   n_layers=3, d_model=32, d_ffn=48, **kw)
+
+
+def test_same_model_by_name_repo_or_registry_alias():
+    cfg = _named_config()
+    assert _same_model(cfg, " Gemma-3-270M ")
+    assert _same_model(cfg, "GOOGLE/gemma-3-270m")
+    assert not _same_model(cfg, "llama-3.1-8b")
+    assert not _same_model(cfg, "no-such-model-anywhere")
+    only_repo = _config(model="mine", repo_id="google/gemma-3-270m")
+    assert _same_model(only_repo, "gemma-3-270m")  # the alias resolves to the stored repo id
+    only_alias = _config(model="gemma-3-270m", repo_id="")
+    assert _same_model(only_alias, "google/gemma-3-270m")
+    assert not _same_model(_config(model="", repo_id=""), "")
+
+
+def test_check_compatible_messages_whole():
+    model = tiny_model("llama")
+    cfg = _named_config()
+    check_compatible(cfg, model, model_name="gemma-3-270m", revision="r1")
+    with pytest.raises(AdapterMismatchError) as e:
+        check_compatible(cfg, model, model_name="llama-3.1-8b")
+    assert str(e.value) == "adapter was made for gemma-3-270m, not llama-3.1-8b"
+    with pytest.raises(AdapterMismatchError) as e:
+        check_compatible(cfg, model, revision="r2")
+    assert str(e.value) == "adapter was made for gemma-3-270m@r1, not revision r2"
+    check_compatible(_named_config(revision=""), model, revision="r2")  # no stored revision
+    with pytest.raises(AdapterMismatchError) as e:
+        check_compatible(cfg, tiny_model("qwen2"))
+    assert str(e.value) == "adapter was made for gemma-3-270m (a llama model), not a qwen2 model"
+    bad = _config(model="gemma-3-270m", model_type="llama", n_layers=3, d_model=32, d_ffn=64)
+    with pytest.raises(AdapterMismatchError) as e:
+        check_compatible(bad, model)
+    assert str(e.value) == ("adapter was made for gemma-3-270m (3 layers, d_model 32, d_ffn 64); "
+                            "this model has 3 layers, d_model 32, d_ffn 48")
+    ns = _neuron_set()
+    other = NeuronSet("tiny", "fra_Latn", _neuron_set(seed=1).layers, d_model=32, d_ffn=48)
+    hashed = _named_config(neuron_set_hash=ns.content_hash)
+    check_compatible(hashed, model, neuron_set=ns)
+    with pytest.raises(AdapterMismatchError) as e:
+        check_compatible(hashed, model, neuron_set=other)
+    assert str(e.value) == (
+        f"adapter was trained on neuron set {ns.content_hash[:12]} (gemma-3-270m · mlt_Latn · test), "
+        f"not on the given set {other.content_hash[:12]} (tiny · fra_Latn · no refset)")
+    with pytest.raises(AdapterMismatchError) as e:
+        check_compatible(_named_config(neuron_set_hash=ns.content_hash, refset=""), model, neuron_set=other)
+    assert "(gemma-3-270m · mlt_Latn · no refset)" in str(e.value)
+
+
+def _dense_folder(tmp_path, tensors, **kw):
+    folder = tmp_path / "dense"
+    folder.mkdir()
+    _named_config(method="full", **kw).save(folder)
+    if tensors is not None:
+        save_file(tensors, str(folder / DENSE_WEIGHTS_NAME))
+    return folder
+
+
+def test_dense_adapter_copies_named_weights_and_refuses_strangers(tmp_path):
+    model = tiny_model("llama")
+    name = "model.layers.0.mlp.up_proj.weight"
+    new = torch.full((48, 32), 0.125)
+    folder = _dense_folder(tmp_path, {name: new})
+    assert apply_adapter(model, folder, model_name="gemma-3-270m", revision="r1") is model
+    assert torch.equal(model.get_parameter(name), new)
+    with pytest.raises(AdapterMismatchError) as e:  # the compatibility check runs first
+        apply_adapter(tiny_model("llama"), folder, model_name="llama-3.1-8b")
+    assert str(e.value) == "adapter was made for gemma-3-270m, not llama-3.1-8b"
+    shutil.rmtree(folder)
+    folder = _dense_folder(tmp_path, None)
+    with pytest.raises(AdapterMismatchError) as e:
+        apply_adapter(tiny_model("llama"), folder)
+    assert str(e.value) == f"{folder} has no {DENSE_WEIGHTS_NAME}"
+    shutil.rmtree(folder)
+    folder = _dense_folder(tmp_path, {"model.nope.weight": torch.zeros(2)})
+    with pytest.raises(AdapterMismatchError) as e:
+        apply_adapter(tiny_model("llama"), folder)
+    assert str(e.value) == "adapter weight 'model.nope.weight' has no parameter in this model"
+    shutil.rmtree(folder)
+    folder = _dense_folder(tmp_path, {name: torch.zeros(2, 3)})
+    with pytest.raises(AdapterMismatchError) as e:
+        apply_adapter(tiny_model("llama"), folder)
+    assert str(e.value) == f"adapter weight {name!r} has shape (2, 3), the model (48, 32)"
+
+
+def test_peft_adapter_without_its_config_is_refused(tmp_path):
+    folder = tmp_path / "lora"
+    folder.mkdir()
+    _named_config(method="lora").save(folder)
+    with pytest.raises(AdapterMismatchError) as e:
+        apply_adapter(tiny_model("llama"), folder, model_name="gemma-3-270m")
+    assert str(e.value) == f"{folder} has no peft adapter_config.json"
+
+
+def test_sparse_apply_adapter_merge_gives_a_plain_model_with_the_same_outputs(saved):
+    path, ns = saved
+    ids = torch.randint(4, 260, (2, 9), generator=torch.Generator().manual_seed(3))
+    kept = apply_adapter(tiny_model("llama"), path, model_name="tiny", neuron_set=ns)
+    merged = apply_adapter(tiny_model("llama"), path, model_name="tiny", neuron_set=ns, merge=True)
+    assert any(isinstance(m, (SparseRowDelta, SparseColumnDelta)) for m in kept.modules())
+    assert not any(isinstance(m, (SparseRowDelta, SparseColumnDelta)) for m in merged.modules())
+    with torch.no_grad():
+        a, b, base = kept(ids).logits, merged(ids).logits, tiny_model("llama")(ids).logits
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(a, base, atol=1e-3)
