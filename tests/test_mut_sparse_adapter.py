@@ -219,6 +219,16 @@ def test_unload_puts_the_original_linears_back():
     assert list(sparse.wrappers()) == []
 
 
+def test_up_rows_alone_are_wrapped_without_gate():
+    """Components name any subset: ``up`` without ``gate`` still gets its rows' delta."""
+    model = tiny_model("llama")
+    sparse = SparseNeuronModel.inject(model, [[1], [2], [3]], _config(components=("up",)))
+    mlps = [layer.mlp for layer in model.model.layers]
+    assert all(type(m.gate_proj) is nn.Linear and type(m.down_proj) is nn.Linear for m in mlps)
+    assert all(type(m.up_proj) is not nn.Linear for m in mlps)
+    assert len(list(sparse.wrappers())) == 3
+
+
 def test_save_makes_nested_folders_twice_and_writes_the_metadata(tmp_path):
     sparse = SparseNeuronModel.inject(tiny_model("llama"), [[1, 2], [], [5]], _config())
     _randomize(sparse)
@@ -305,6 +315,9 @@ def test_dense_adapter_copies_named_weights_and_refuses_strangers(tmp_path):
     with pytest.raises(AdapterMismatchError) as e:  # the compatibility check runs first
         apply_adapter(tiny_model("llama"), folder, model_name="llama-3.1-8b")
     assert str(e.value) == "adapter was made for gemma-3-270m, not llama-3.1-8b"
+    with pytest.raises(AdapterMismatchError) as e:  # with the revision asked for
+        apply_adapter(tiny_model("llama"), folder, model_name="gemma-3-270m", revision="r2")
+    assert str(e.value) == "adapter was made for gemma-3-270m@r1, not revision r2"
     shutil.rmtree(folder)
     folder = _dense_folder(tmp_path, None)
     with pytest.raises(AdapterMismatchError) as e:
