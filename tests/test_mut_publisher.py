@@ -1022,6 +1022,28 @@ def test_publish_missing_stages_each_repo_in_its_own_folder(hub, tmp_path, monke
     assert publisher.publish_missing(cat.root, REPO)[0].commit is None     # no adapters: catalog
 
 
+def test_publish_missing_asks_each_publish_for_what_is_missing_with_every_option(
+        hub, tmp_path, monkeypatch):
+    cat = build_catalog(tmp_path / "cat")
+    make_adapter(tmp_path / "ads" / "npi", catalog=cat, evals=False)
+    calls = []
+    monkeypatch.setattr(publisher, "publish_catalog",
+                        lambda *a, **kw: calls.append(("catalog", a, kw)) or "c")
+    monkeypatch.setattr(publisher, "publish_adapter",
+                        lambda *a, **kw: calls.append(("adapter", a, kw)) or "a")
+    out = publisher.publish_missing(cat.root, REPO, adapters=tmp_path / "ads", dry_run=None,
+                                    token="hf_x", private=True, retries=3, backoff=0.5)
+    assert out == ["c", "a"]
+    (k1, a1, kw1), (k2, a2, kw2) = calls
+    same = dict(missing_only=True, token="hf_x", private=True, retries=3, backoff=0.5,
+                dry_run=None)
+    assert (k1, a1, kw1) == ("catalog", (cat.root, REPO), same)
+    assert (k2, a2[1]) == ("adapter", "alice/gemma-3-270m-npi_Deva-lape-sparse")
+    assert kw2 == dict(same, catalog=cat.root, catalog_repo=REPO)
+    with pytest.raises(LapeHubError, match="catalog"):      # a stage inside the catalog
+        publisher.publish_missing(cat.root, REPO, dry_run=cat.root / "stage")
+
+
 def test_missing_only_adapter_is_left_alone_only_when_weights_are_there(hub, tmp_path):
     folder = make_adapter(tmp_path / "ad", evals=False)
     hub.add_repo("alice/ad", "model", files={"notes.md": b"x"})
