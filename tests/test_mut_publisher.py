@@ -37,6 +37,16 @@ def _scrubbed(err: BaseException) -> str:
 
 
 # -- the token: a server that repeats it, in places only the publisher's guard sees -------------
+def _publish_refused(target: str, tmp_path, match: str) -> HubError:
+    """Publish a fresh catalog or adapter to REPO / alice/ad; the refusal it must raise."""
+    with pytest.raises(HubError, match=match) as e:
+        if target == "catalog":
+            publish_catalog(build_catalog(tmp_path / "cat", counts=False), REPO, **FAST)
+        else:
+            publish_adapter(make_adapter(tmp_path / "ad", evals=False), "alice/ad", **FAST)
+    return e.value
+
+
 @pytest.mark.parametrize("target", ["catalog", "adapter"])
 def test_a_token_sent_back_as_the_head_commit_is_redacted(hub, tmp_path, target):
     """The commit id is checked (not an error built by hub_error, which redacts on its own):
@@ -44,12 +54,7 @@ def test_a_token_sent_back_as_the_head_commit_is_redacted(hub, tmp_path, target)
     hub.add_repo(REPO)
     hub.add_repo("alice/ad", "model")
     hub.info_hook = lambda doc: dict(doc, sha=ALICE)
-    with pytest.raises(HubError, match="malformed commit id") as e:
-        if target == "catalog":
-            publish_catalog(build_catalog(tmp_path / "cat", counts=False), REPO, **FAST)
-        else:
-            publish_adapter(make_adapter(tmp_path / "ad", evals=False), "alice/ad", **FAST)
-    _scrubbed(e.value)
+    _scrubbed(_publish_refused(target, tmp_path, "malformed commit id"))
 
 
 @pytest.mark.parametrize("target", ["catalog", "adapter"])
@@ -57,12 +62,7 @@ def test_a_token_sent_back_as_a_file_name_is_redacted(hub, tmp_path, target):
     hub.add_repo(REPO, files={"notes.txt": b"x"})
     hub.add_repo("alice/ad", "model", files={"notes.txt": b"x"})
     hub.tree_hook = lambda listing: listing + [dict(listing[-1], path=f"../{ALICE}")]
-    with pytest.raises(HubError, match="unsafe file name") as e:
-        if target == "catalog":
-            publish_catalog(build_catalog(tmp_path / "cat", counts=False), REPO, **FAST)
-        else:
-            publish_adapter(make_adapter(tmp_path / "ad", evals=False), "alice/ad", **FAST)
-    _scrubbed(e.value)
+    _scrubbed(_publish_refused(target, tmp_path, "unsafe file name"))
 
 
 @pytest.mark.parametrize("method, path, action", [

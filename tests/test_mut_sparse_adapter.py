@@ -22,16 +22,7 @@ from lape_hub.sparse_adapter import (
     SparseRowDelta,
     _neurons_from_tensors,
 )
-from test_sparse_adapter import _config, _neuron_set, _randomize
-
-
-@pytest.fixture
-def saved(tmp_path):
-    ns = _neuron_set()
-    sparse = SparseNeuronModel.inject(tiny_model("llama"), ns.layers, _config())
-    _randomize(sparse)
-    sparse.save(tmp_path / "a")
-    return tmp_path / "a", ns
+from test_sparse_adapter import _config, _neuron_set, _randomize, saved_adapter  # noqa: F401
 
 
 def test_bf16_inputs_use_a_float32_delta_cast_to_the_input():
@@ -56,8 +47,8 @@ def test_bf16_inputs_use_a_float32_delta_cast_to_the_input():
     torch.testing.assert_close(row(x).float(), x.float() @ w2.T, atol=0.1, rtol=0.05)
 
 
-def test_neurons_from_tensors_reads_indices_whatever_the_key_order(saved):
-    path, ns = saved
+def test_neurons_from_tensors_reads_indices_whatever_the_key_order(saved_adapter):
+    path, ns = saved_adapter
     cfg = AdapterConfig.load(path)
     tensors = load_file(path / ADAPTER_WEIGHTS_NAME)
     deltas_first = dict(sorted(tensors.items(), key=lambda kv: (not kv[0].endswith(".delta"), kv[0])))
@@ -70,8 +61,8 @@ def test_neurons_from_tensors_reads_indices_whatever_the_key_order(saved):
 
 @pytest.mark.parametrize("key", ["layers.0.gate.bias", "layer.0.gate.delta", "layers.0.bogus.delta",
                                  "layers.0.gate", "layers.0.gate.delta.x"])
-def test_an_unexpected_tensor_is_named(saved, key):
-    path, _ = saved
+def test_an_unexpected_tensor_is_named(saved_adapter, key):
+    path, _ = saved_adapter
     cfg = AdapterConfig.load(path)
     tensors = dict(load_file(path / ADAPTER_WEIGHTS_NAME), **{key: torch.zeros(1)})
     with pytest.raises(AdapterMismatchError) as e:
@@ -79,8 +70,8 @@ def test_an_unexpected_tensor_is_named(saved, key):
     assert str(e.value) == f"unexpected tensor {key!r} in adapter"
 
 
-def test_a_layer_out_of_range_is_named(saved):
-    path, _ = saved
+def test_a_layer_out_of_range_is_named(saved_adapter):
+    path, _ = saved_adapter
     cfg = AdapterConfig.load(path)
     n = cfg.n_layers
     for layer in (n, -1):
@@ -91,8 +82,8 @@ def test_a_layer_out_of_range_is_named(saved):
         assert str(e.value) == f"adapter tensor {key!r}: layer out of range [0, {n})"
 
 
-def test_components_that_disagree_on_indices_are_named(saved):
-    path, _ = saved
+def test_components_that_disagree_on_indices_are_named(saved_adapter):
+    path, _ = saved_adapter
     cfg = AdapterConfig.load(path)
     tensors = load_file(path / ADAPTER_WEIGHTS_NAME)
     tensors["layers.0.up.indices"] = tensors["layers.0.up.indices"].flip(0)
@@ -101,8 +92,8 @@ def test_components_that_disagree_on_indices_are_named(saved):
     assert str(e.value) == "adapter layer 0: components disagree on the neuron indices"
 
 
-def test_from_pretrained_refusals_name_the_folder_and_both_sets(saved, tmp_path):
-    path, ns = saved
+def test_from_pretrained_refusals_name_the_folder_and_both_sets(saved_adapter, tmp_path):
+    path, ns = saved_adapter
     dense = tmp_path / "dense"
     shutil.copytree(path, dense)
     doc = json.loads((dense / ADAPTER_CONFIG_NAME).read_text())
@@ -238,11 +229,11 @@ def test_save_makes_nested_folders_twice_and_writes_the_metadata(tmp_path):
     with safe_open(str(folder / ADAPTER_WEIGHTS_NAME), "pt") as f:
         meta = f.metadata()
     assert meta == {"format": "lape-hub-adapter", "signature": sparse.config.signature}
-    saved = json.loads((folder / ADAPTER_CONFIG_NAME).read_text())
+    saved_adapter = json.loads((folder / ADAPTER_CONFIG_NAME).read_text())
     ns = NeuronSet("tiny", "mlt_Latn", [np.array([1, 2]), np.array([], dtype=np.int64), np.array([5])],
                    d_model=32, d_ffn=48, refset="test")
-    assert saved["trainable_params"] == 3 * 32 * 3
-    assert saved["neuron_set_hash"] == sparse.neuron_set_hash
+    assert saved_adapter["trainable_params"] == 3 * 32 * 3
+    assert saved_adapter["neuron_set_hash"] == sparse.neuron_set_hash
 
 
 def _named_config(**kw):
@@ -344,8 +335,8 @@ def test_peft_adapter_without_its_config_is_refused(tmp_path):
     assert str(e.value) == f"{folder} has no peft adapter_config.json"
 
 
-def test_sparse_apply_adapter_merge_gives_a_plain_model_with_the_same_outputs(saved):
-    path, ns = saved
+def test_sparse_apply_adapter_merge_gives_a_plain_model_with_the_same_outputs(saved_adapter):
+    path, ns = saved_adapter
     ids = torch.randint(4, 260, (2, 9), generator=torch.Generator().manual_seed(3))
     kept = apply_adapter(tiny_model("llama"), path, model_name="tiny", neuron_set=ns)
     merged = apply_adapter(tiny_model("llama"), path, model_name="tiny", neuron_set=ns, merge=True)
