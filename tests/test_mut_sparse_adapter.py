@@ -346,3 +346,45 @@ def test_sparse_apply_adapter_merge_gives_a_plain_model_with_the_same_outputs(sa
         a, b, base = kept(ids).logits, merged(ids).logits, tiny_model("llama")(ids).logits
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(a, base, atol=1e-3)
+
+
+def _saved_lora(tmp_path):
+    """A LoRA adapter of the tiny llama with non-zero B matrices, saved as lape-hub saves one."""
+    from peft import LoraConfig, get_peft_model
+
+    pm = get_peft_model(tiny_model("llama"), LoraConfig(r=2, lora_alpha=4, target_modules=["up_proj", "down_proj"]))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    folder = tmp_path / "lora"
+    pm.save_pretrained(str(folder))
+    _named_config(method="lora").save(folder)
+    with torch.no_grad():
+        want = pm(_lora_ids()).logits
+    return folder, want
+
+
+def _lora_ids():
+    return torch.randint(4, 260, (2, 9), generator=torch.Generator().manual_seed(4))
+
+
+def test_peft_adapter_loads_as_a_peft_model_or_merged_into_a_plain_one(tmp_path):
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    folder, want = _saved_lora(tmp_path)
+    kept = apply_adapter(tiny_model("llama"), folder, model_name="gemma-3-270m")
+    merged = apply_adapter(tiny_model("llama"), folder, model_name="gemma-3-270m", merge=True)
+    assert isinstance(kept, PeftModel) and any(isinstance(m, LoraLayer) for m in kept.modules())
+    assert not isinstance(merged, PeftModel)
+    assert not any(isinstance(m, LoraLayer) for m in merged.modules())
+    with torch.no_grad():
+        a, b, base = kept(_lora_ids()).logits, merged(_lora_ids()).logits, tiny_model("llama")(_lora_ids()).logits
+    torch.testing.assert_close(a, want, atol=1e-5, rtol=0)   # the saved LoRA weights, not a fresh init
+    torch.testing.assert_close(b, want, atol=1e-4, rtol=1e-4)
+    assert (a - base).abs().max() > 1e-2
+    with pytest.raises(AdapterMismatchError) as e:  # the compatibility check runs before peft
+        apply_adapter(tiny_model("llama"), folder, model_name="llama-3.1-8b")
+    assert str(e.value) == "adapter was made for gemma-3-270m, not llama-3.1-8b"
