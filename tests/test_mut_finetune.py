@@ -124,3 +124,147 @@ def _make_corpus(root):
     from test_finetune import write_corpus
 
     return write_corpus(root)
+
+
+# -- config, targets, catalog row: checked against values written out here -------------------
+import json  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pyarrow.parquet as pq  # noqa: E402
+
+from _tiny_models import tiny_model  # noqa: E402
+from lape_hub.digest import artifact_sha256  # noqa: E402
+from lape_hub.finetune import (  # noqa: E402
+    FinetuneConfig,
+    FinetuneResult,
+    adapter_row,
+    default_out_dir,
+    ia3_targets,
+    lora_params_per_rank,
+    lora_targets,
+    record_adapter,
+)
+from lape_hub.sparse_adapter import AdapterConfig  # noqa: E402
+
+_HP_COMMON = {"weight_decay": 0.05, "grad_clip": 0.5, "batch_size": 3, "seq_len": 64,
+              "train_tokens": 1000, "val_tokens": 200, "eval_every": 7, "seed": 4,
+              "optimizer": "adamw", "epochs": 1, "dtype": "float32",
+              "train_split": "tr", "val_split": "va"}
+
+
+def _cfg(method, **kw):
+    base = dict(corpus="data/sib200", method=method, weight_decay=0.05, grad_clip=0.5, batch_size=3,
+                seq_len=64, train_tokens=1000, val_tokens=200, eval_every=7, seed=4, dtype="float32",
+                train_split="tr", val_split="va")
+    base.update(kw)
+    return FinetuneConfig("org/tiny", "mlt_Latn", **base)
+
+
+def test_hyperparameters_are_recorded_whole_for_each_method():
+    assert _cfg("full").hyperparameters() == {"lr": 1e-5, **_HP_COMMON}
+    assert _cfg("ffn", lr=3e-4).hyperparameters() == {"lr": 3e-4, **_HP_COMMON}
+    assert _cfg("lape-sparse", components=("gate", "down")).hyperparameters() == {
+        "lr": 1e-4, **_HP_COMMON, "components": ["gate", "down"],
+        "weight_decay_on": "effective weights (W + delta)"}
+    assert _cfg("random").hyperparameters()["components"] == ["gate", "up", "down"]
+    assert _cfg("lora", lr=2e-4, lora_alpha=8.0).hyperparameters(lora_rank=6) == {
+        "lr": 2e-4, **_HP_COMMON, "lora_rank": 6, "lora_alpha": 8.0, "lora_match": "params"}
+    assert _cfg("lora", lora_rank=4, lora_match="paper").hyperparameters() == {
+        "lr": _cfg("lora").resolved_lr, **_HP_COMMON, "lora_rank": 4, "lora_alpha": 32.0, "lora_match": "given"}
+    assert _cfg("lora", lora_match="paper").hyperparameters()["lora_match"] == "paper"
+    assert _cfg("ia3").hyperparameters() == {"lr": _cfg("ia3").resolved_lr, **_HP_COMMON}
+
+
+def test_default_out_dir_names_model_language_method_and_run():
+    assert default_out_dir(_cfg("ffn"), "0123456789ab") == Path(
+        "runs/finetune/org--tiny/mlt_Latn/ffn-0123456789ab")
+
+
+def test_lora_and_ia3_targets_separate_and_fused():
+    assert lora_targets(tiny_model("llama")) == ["gate_proj", "up_proj", "down_proj"]
+    assert lora_targets(tiny_model("phi3")) == ["gate_up_proj", "down_proj"]
+    assert ia3_targets(tiny_model("llama")) == (["k_proj", "v_proj", "down_proj"], ["down_proj"])
+    assert ia3_targets(tiny_model("phi3")) == (["qkv_proj", "down_proj"], ["down_proj"])
+    half = tiny_model("llama")
+    for layer in half.model.layers:  # k_proj without v_proj: no IA3 attention targets
+        del layer.self_attn.v_proj
+    with pytest.raises(LapeHubError) as e:
+        ia3_targets(half)
+    assert str(e.value) == "IA3: the model has no k_proj/v_proj (or qkv_proj) modules"
+
+
+def test_lora_params_per_rank_counts_in_plus_out_of_each_projection():
+    from peft import LoraConfig, get_peft_model
+
+    d, f, n_layers = 32, 48, 3
+    assert lora_params_per_rank(tiny_model("llama")) == n_layers * 3 * (d + f)
+    assert lora_params_per_rank(tiny_model("llama"), "paper") == n_layers * (d + f)
+    # fused gate_up_proj: (d -> 2f) and down (f -> d)
+    assert lora_params_per_rank(tiny_model("phi3")) == n_layers * ((d + 2 * f) + (f + d))
+    # counted through peft's wrappers (base_layer) the same
+    pm = get_peft_model(tiny_model("llama"), LoraConfig(r=2, target_modules=["gate_proj", "up_proj", "down_proj"]))
+    assert lora_params_per_rank(pm.base_model.model) == n_layers * 3 * (d + f)
+    with pytest.raises(LapeHubError) as e:
+        lora_params_per_rank(tiny_model("llama"), "Params")
+    assert str(e.value) == "unknown LoRA matching convention 'Params'; use params or paper"
+
+
+def _result(tmp_path, **kw):
+    folder = tmp_path / "adapter"
+    folder.mkdir(parents=True)
+    (folder / "weights.bin").write_bytes(b"\x00\x01weights")
+    fields = dict(model="tiny", lang="mlt_Latn", method="lape-sparse", repo_id="org/tiny", revision="r1",
+                  refset="paper-12", components=("gate", "down"), neuron_set_hash="ab" * 32, n_neurons=12,
+                  trainable_params=960, total_params=9600, corpus="sib200:train", tokens=4096, steps=8,
+                  best_step=6, best_val_loss=3.25, hyperparameters={"lr": 1e-4, "seed": 0})
+    fields.update(kw)
+    config = AdapterConfig(**fields)
+    return FinetuneResult(run_id="0123456789ab", out_dir=tmp_path, adapter_dir=folder, config=config,
+                          best_val_loss=3.25, best_step=6, steps=8, tokens=4096, train_losses=[(1, 5.0)],
+                          val_losses=[(6, 3.25)], seconds=12.34)
+
+
+def test_adapter_row_is_the_adapters_table_row(tmp_path):
+    res = _result(tmp_path)
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    row = adapter_row(res, created_at=when)
+    want_sha = artifact_sha256(res.adapter_dir)
+    assert row == {
+        "model": "tiny", "lang": "mlt_Latn", "method": "lape-sparse", "run_id": "0123456789ab",
+        "revision": "r1", "repo_id": "org/tiny", "refset": "paper-12", "components": "gate,down",
+        "neuron_set_hash": "ab" * 32, "n_neurons": 12, "trainable_params": 960, "share": 0.1,
+        "tokens": 4096, "steps": 8, "best_step": 6, "best_val_loss": 3.25,
+        "artifact_path": str(res.adapter_dir), "artifact_sha256": want_sha,
+        "signature": res.config.signature, "lape_hub_version": res.config.lape_hub_version,
+        "created_at": when,
+        "params": json.dumps({"corpus": "sib200:train", "hyperparameters": {"lr": 1e-4, "seed": 0},
+                              "seconds": 12.3, "total_params": 9600}, sort_keys=True),
+    }
+    assert len(want_sha) == 64
+    # a dense run: no refset, components, set or share; created now (UTC) without a time given
+    dense = adapter_row(_result(tmp_path / "d", method="full", refset="", neuron_set_hash="", n_neurons=0,
+                                total_params=0))
+    assert (dense["refset"], dense["components"], dense["neuron_set_hash"], dense["n_neurons"]) == (None,) * 4
+    assert math.isnan(dense["share"])
+    age = datetime.now(timezone.utc) - dense["created_at"]
+    assert dense["created_at"].tzinfo is not None and 0 <= age.total_seconds() < 60
+
+
+def test_record_adapter_writes_the_row_under_its_partition(tmp_path):
+    from lape_hub.catalog import Catalog
+
+    row = adapter_row(_result(tmp_path), created_at=datetime(2026, 1, 2, tzinfo=timezone.utc))
+    path = record_adapter(row, tmp_path / "cat")
+    want_dir = tmp_path / "cat" / "adapters" / "model=tiny" / "lang=mlt_Latn" / "method=lape-sparse" / "run_id=0123456789ab"
+    assert Path(path).parent == want_dir and Path(path).suffix == ".parquet"
+    back = pq.read_table(path).to_pylist()
+    assert len(back) == 1
+    got = back[0]
+    for key in ("revision", "repo_id", "refset", "components", "neuron_set_hash", "n_neurons",
+                "trainable_params", "tokens", "steps", "best_step", "best_val_loss",
+                "artifact_sha256", "signature", "params"):
+        assert got[key] == row[key], key
+    # the same through a Catalog object
+    cat = Catalog(tmp_path / "cat2")
+    assert Path(record_adapter(row, cat)).is_relative_to(tmp_path / "cat2")
