@@ -268,3 +268,38 @@ def test_record_adapter_writes_the_row_under_its_partition(tmp_path):
     # the same through a Catalog object
     cat = Catalog(tmp_path / "cat2")
     assert Path(record_adapter(row, cat)).is_relative_to(tmp_path / "cat2")
+
+
+def test_autocast_is_bfloat16_only_when_asked():
+    import warnings
+
+    from lape_hub.finetune import autocast
+
+    on, off = autocast("cpu", "bfloat16"), autocast("cpu", "float32")
+    assert (on.fast_dtype, on._enabled, off._enabled) == (torch.bfloat16, True, False)
+    with warnings.catch_warnings():  # no CUDA here: torch warns and disables it, the dtype stays
+        warnings.simplefilter("ignore")
+        assert autocast("cuda", "bfloat16").fast_dtype == torch.bfloat16  # CUDA's default is float16
+    a = torch.ones(2, 2)
+    with autocast("cpu", "bfloat16"):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast("cpu", "float32"):
+        assert (a @ a).dtype == torch.float32
+
+
+def test_identity_of_a_model_outside_the_registry():
+    from lape_hub.finetune import _identity
+
+    assert _identity(_cfg("full")) == ("org/tiny", "", "", None)
+    assert _identity(_cfg("full", revision="r9")) == ("org/tiny", "", "r9", None)
+
+
+def test_result_to_dict_writes_paths_as_text(tmp_path):
+    res = _result(tmp_path)
+    d = res.to_dict()
+    assert (d["out_dir"], d["adapter_dir"], d["catalog_path"]) == (str(tmp_path), str(tmp_path / "adapter"), None)
+    assert d["config"] == res.config.to_dict() and d["config"]["components"] == ["gate", "down"]
+    assert (d["run_id"], d["best_step"], d["train_losses"]) == ("0123456789ab", 6, [(1, 5.0)])
+    res.catalog_path = tmp_path / "cat" / "x.parquet"
+    assert res.to_dict()["catalog_path"] == str(tmp_path / "cat" / "x.parquet")
+    json.dumps(res.to_dict())  # run.json is written from it
