@@ -1334,3 +1334,166 @@ def test_catalog_plan_checks_a_downloaded_copy_against_its_listing(hub, tmp_path
     with pytest.raises(LapeHubError, match="data.parquet") as e:
         publish_catalog(build_catalog(tmp_path / "b"), REPO, dry_run=tmp_path / "s")
     assert "would drop" not in str(e.value)
+
+
+# -- which catalog row an adapter folder is: its keys, then its digest, then its signature --------
+def _folder_sha256(folder: Path) -> str:
+    """The ``artifact_sha256`` of a folder as the adapters schema describes it (sorted
+    ``path NUL sha256`` lines), computed here with hashlib."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(folder).as_posix()}\0"
+                 f"{hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def _write_adapter_rows(cat, folder: Path, *rows: dict) -> None:
+    """One ``adapters`` entry per row: the folder's config fields, then the row's own."""
+    import json
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from lape_hub.schemas import table_schema
+
+    schema = table_schema("adapters")
+    cfg = json.loads((folder / "lape_adapter.json").read_text())
+    base = {k: cfg.get(k) for k in schema.columns}
+    base.update(share=0.0004, artifact_path=str(folder), components="gate,up,down",
+                params="{}", created_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    for r in rows:
+        cat.write("adapters", pa.Table.from_pylist([dict(base, **r)], schema=schema.arrow))
+
+
+def _day(n: int):
+    from datetime import datetime, timedelta, timezone
+
+    return datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(days=n)
+
+
+def test_adapter_row_reads_only_rows_of_the_adapters_model_lang_and_method(tmp_path):
+    """Rows of another model, language or method carry the folder's very digest and the
+    latest time with the same signature: each would win if its filter were dropped."""
+    from lape_hub.cards import AdapterInfo
+
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    folder = make_adapter(tmp_path / "ad", catalog=cat)
+    info = AdapterInfo.from_dir(folder)
+    digest, sig = _folder_sha256(folder), info.signature
+    assert (info.model, info.lang, info.method) == ("gemma-3-270m", "npi_Deva", "lape-sparse")
+    _write_adapter_rows(
+        cat, folder,
+        dict(run_id="111111111111", best_val_loss=1.0, created_at=_day(1),
+             artifact_sha256="a" * 64),                                       # the adapter's own
+        dict(run_id="222222222222", best_val_loss=2.0, created_at=_day(9),
+             artifact_sha256=digest, model="aaa-model"),                      # another model
+        dict(run_id="333333333333", best_val_loss=3.0, created_at=_day(9),
+             artifact_sha256=digest, lang="afr_Latn"),                        # another language
+        dict(run_id="444444444444", best_val_loss=4.0, created_at=_day(9),
+             artifact_sha256=digest, method="full"),                          # another method
+        dict(run_id="555555555555", best_val_loss=5.0, created_at=_day(9),
+             artifact_sha256="b" * 64, model="zzz-model"),
+        dict(run_id="666666666666", best_val_loss=6.0, created_at=_day(9),
+             artifact_sha256="c" * 64, lang="zul_Latn"),
+        dict(run_id="777777777777", best_val_loss=7.0, created_at=_day(9),
+             artifact_sha256="d" * 64, method="random"))
+    row = publisher.adapter_row(info, cat)
+    assert (row["run_id"], row["best_val_loss"]) == ("111111111111", 1.0)
+    assert (row["model"], row["lang"], row["method"], row["signature"]) == (
+        "gemma-3-270m", "npi_Deva", "lape-sparse", sig)
+    # the foreign rows alone: nothing of this adapter's own
+    other = build_catalog(tmp_path / "cat2", counts=False)
+    _write_adapter_rows(other, folder,
+                        dict(run_id="222222222222", best_val_loss=2.0, artifact_sha256=digest,
+                             model="aaa-model"),
+                        dict(run_id="333333333333", best_val_loss=3.0, artifact_sha256=digest,
+                             lang="afr_Latn"),
+                        dict(run_id="444444444444", best_val_loss=4.0, artifact_sha256=digest,
+                             method="full"))
+    assert publisher.adapter_row(info, other) is None
+
+
+def test_adapter_row_prefers_the_digest_match_over_a_later_row_of_the_same_signature(tmp_path):
+    """The row whose artifact hash is the folder's is the earliest, sits between others in
+    the catalog's order and has another signature: only matching by digest finds it."""
+    from lape_hub.cards import AdapterInfo
+
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    folder = make_adapter(tmp_path / "ad", catalog=cat)
+    info = AdapterInfo.from_dir(folder)
+    digest, sig = _folder_sha256(folder), info.signature
+    _write_adapter_rows(
+        cat, folder,
+        dict(run_id="aaaaaaaaaaaa", best_val_loss=3.0, created_at=_day(5),
+             artifact_sha256="0" * 64),
+        dict(run_id="bbbbbbbbbbbb", best_val_loss=2.0, created_at=_day(1),
+             artifact_sha256=digest, signature="an older signature"),
+        dict(run_id="cccccccccccc", best_val_loss=4.0, created_at=_day(7),
+             artifact_sha256="1" * 64))
+    row = publisher.adapter_row(info, cat)
+    assert (row["run_id"], row["best_val_loss"], row["artifact_sha256"]) == (
+        "bbbbbbbbbbbb", 2.0, digest)
+    # the folder changes (its digest with it): the latest row of the same signature
+    (folder / "eval_results.json").write_text("[]")
+    assert _folder_sha256(folder) != digest
+    assert publisher.adapter_row(info, cat)["run_id"] == "cccccccccccc"
+    assert sig and publisher.adapter_row(AdapterInfo(**{**info.__dict__, "signature": ""}),
+                                         cat) is None
+
+
+def test_load_evaluations_signs_the_loss_with_the_catalog_rows_signature(tmp_path):
+    """The catalog's row (matched by digest) signs the validation loss, not the folder's
+    config; a row with an empty signature falls back to the config's."""
+    import math
+
+    from lape_hub.cards import AdapterInfo, Evaluation
+
+    cat = build_catalog(tmp_path / "cat", counts=False)
+    folder = make_adapter(tmp_path / "ad", catalog=cat, evals=False)
+    info = AdapterInfo.from_dir(folder)
+    cfg_sig = "model:gemma-3-270m@main|refset:paper-12|lang:npi_Deva|method:lape-sparse"
+    assert info.signature == cfg_sig
+    row_sig = "model:gemma-3-270m@main|refset:paper-12|lang:npi_Deva|method:lape-sparse|v:2"
+    _write_adapter_rows(cat, folder, dict(run_id="aaaaaaaaaaaa", best_val_loss=2.0,
+                                          artifact_sha256=_folder_sha256(folder),
+                                          signature=row_sig))
+
+    def expected(sig):
+        return [Evaluation("text-generation", "sib200:train", "loss", 2.0, split="validation",
+                           config="npi_Deva", name="validation loss (nats/token)",
+                           signature=sig),
+                Evaluation("text-generation", "sib200:train", "perplexity", math.exp(2.0),
+                           split="validation", config="npi_Deva",
+                           name="validation perplexity", signature=sig)]
+
+    assert publisher.load_evaluations(info, cat) == expected(row_sig)
+    unsigned = build_catalog(tmp_path / "cat2", counts=False)
+    _write_adapter_rows(unsigned, folder, dict(run_id="aaaaaaaaaaaa", best_val_loss=2.0,
+                                               artifact_sha256=_folder_sha256(folder),
+                                               signature=""))
+    assert publisher.load_evaluations(info, unsigned) == expected(cfg_sig)
+
+
+def test_load_evaluations_names_the_results_file_of_a_bad_entry(tmp_path):
+    import json
+
+    from lape_hub.cards import AdapterInfo
+
+    folder = make_adapter(tmp_path / "ad", evals=False)
+    bad = {"dataset": "flores200", "value": 31.5}                       # no metric
+    (folder / "eval_results.json").write_text(json.dumps([bad]))
+    with pytest.raises(LapeHubError) as e:
+        publisher.load_evaluations(AdapterInfo.from_dir(folder), None)
+    assert str(e.value) == (f"{folder / 'eval_results.json'}: an evaluation needs dataset, "
+                            f"metric and value (got {bad!r})")
+
+
+def test_catalog_commit_message_counts_only_table_paths():
+    """Files beside the tables (schemas, the card, look-alike paths outside every table) sent
+    with a table change add neither a table label nor a model, nor turn "Add" into "Update"."""
+    n1 = NEU.format(m="m1")
+    pending = [Change("schemas/neurons.json", "added"), Change("README.md", "changed"),
+               Change("notes/model=m9/lang=isl_Latn/data.parquet", "added"),
+               Change("neurons/model=m9/data.parquet", "added"), Change(n1, "added")]
+    assert publisher.catalog_commit_message(pending, {n1: {"npi_Deva"}}) == \
+        "Add m1 · 1 language (neurons)"
