@@ -303,3 +303,182 @@ def test_result_to_dict_writes_paths_as_text(tmp_path):
     res.catalog_path = tmp_path / "cat" / "x.parquet"
     assert res.to_dict()["catalog_path"] == str(tmp_path / "cat" / "x.parquet")
     json.dumps(res.to_dict())  # run.json is written from it
+
+
+# -- the loop (finetune()): against a loop written out here, and what a run writes ------------
+import hashlib  # noqa: E402
+
+from safetensors import safe_open  # noqa: E402
+
+import lape_hub.finetune as ft  # noqa: E402
+from _tiny_models import tiny_tokenizer  # noqa: E402
+from lape_hub.corpus import read_documents, tokenize_and_pack  # noqa: E402
+from lape_hub.lm_loss import lm_loss  # noqa: E402
+from lape_hub.sparse_adapter import DENSE_WEIGHTS_NAME  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from test_finetune import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def _loop_cfg(corpus, **kw):
+    base = dict(model="tiny-llama", lang="mlt_Latn", corpus=str(corpus), seq_len=48, batch_size=2,
+                train_tokens=4 * 2 * 48, eval_every=100, lr=3e-3, weight_decay=0.1, grad_clip=0.5,
+                revision="r1", seed=3, dtype="float32")
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def _tiny_set():
+    from test_finetune import _ns
+
+    return _ns()
+
+
+def test_a_dense_run_matches_adamw_written_out(corpus, tmp_path):
+    """Four steps of `full` against the loop written here: the seeded order, the mean loss,
+    clipping at 0.5, AdamW with decay on weights only, zeroed gradients."""
+    cfg = _loop_cfg(corpus, method="full")
+    res = ft.finetune(cfg, tmp_path / "run", model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                      record=False, progress=False)
+    tok = tiny_tokenizer()
+    train = tokenize_and_pack(read_documents(corpus, "mlt_Latn", "train"), tok, 48, 4 * 2 * 48, lang="mlt_Latn")
+    assert train.n_sequences == 8
+    ref = tiny_model("llama")
+    ref.train()
+    named = list(ref.named_parameters())
+    no_decay = [p for n, p in named if p.ndim < 2 or "norm" in n.lower()]
+    decay = [p for n, p in named if not (p.ndim < 2 or "norm" in n.lower())]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=3e-3)
+    order = torch.randperm(8, generator=torch.Generator().manual_seed(3))
+    want_log, tokens = [], 0
+    for step in range(4):
+        idx = order[2 * step:2 * step + 2]
+        ids, mask = train.input_ids[idx], train.attention_mask[idx]
+        nll, n = lm_loss(ref, ids, mask)
+        loss = nll / n
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_([p for _, p in named], 0.5)
+        opt.step()
+        opt.zero_grad()
+        tokens += int(mask.sum())
+        want_log.append((step + 1, loss.item(), float(norm), tokens))
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    train_rows = [r for r in log if r["split"] == "train"]
+    assert [set(r) for r in train_rows] == [{"step", "split", "loss", "grad_norm", "tokens", "lr"}] * 4
+    assert [r["lr"] for r in train_rows] == [3e-3] * 4
+    assert [(r["step"], r["tokens"]) for r in train_rows] == [(s, t) for s, _, _, t in want_log]
+    for r, (_, loss, norm, _) in zip(train_rows, want_log):
+        assert r["loss"] == pytest.approx(loss, rel=1e-5) and r["grad_norm"] == pytest.approx(norm, rel=1e-4)
+    assert (res.steps, res.tokens) == (4, tokens)
+    last = torch.load(tmp_path / "run" / "checkpoint" / "last.pt", weights_only=False)
+    assert set(last["trainable"]) == {n for n, _ in named}
+    for n, p in named:
+        torch.testing.assert_close(last["trainable"][n], p.detach(), atol=2e-6, rtol=1e-5)
+    assert last["trainable"]["model.layers.0.mlp.up_proj.weight"].sub(
+        tiny_model("llama").model.layers[0].mlp.up_proj.weight).abs().max() > 1e-4  # it trained
+    # the dense weights file says what it is
+    with safe_open(str(res.adapter_dir / DENSE_WEIGHTS_NAME), "pt") as f:
+        assert f.metadata() == {"format": "lape-hub-adapter", "method": "full"}
+
+
+def _tsv(path, texts):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("index_id\tcategory\ttext\n" + "".join(f"{i}\tnone\t{t}\n" for i, t in enumerate(texts)))
+
+
+def _scripted_evaluate(monkeypatch, seen):
+    def fake(model, data, batch_size=2, **kw):
+        seen.append((data.n_tokens, batch_size, kw))
+        return 10.0 - len(seen)  # every validation improves
+
+    monkeypatch.setattr(ft, "evaluate", fake)
+
+
+def test_a_run_reads_its_own_splits_with_their_budgets(corpus, tmp_path, monkeypatch):
+    from lape_hub.errors import CorpusError
+
+    train_rows = (corpus / "mlt_Latn" / "train.tsv").read_text().splitlines()[1:]
+    texts = [r.split("\t")[2] for r in train_rows]
+    root = tmp_path / "c"
+    _tsv(root / "mlt_Latn" / "tr.tsv", texts)
+    _tsv(root / "mlt_Latn" / "va.tsv", texts[:12])
+    seen = []
+    _scripted_evaluate(monkeypatch, seen)
+    cfg = _loop_cfg(root, method="ffn", train_split="tr", val_split="va", val_tokens=30, batch_size=3,
+                    eval_every=2)
+    res = ft.finetune(cfg, tmp_path / "r1", model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                      record=False, progress=False)
+    # 384 train tokens in rows of 48: 8 rows, 3 per step; validation on 30 tokens, batch 3, float32
+    assert res.steps == 3 and res.tokens == 384
+    assert seen == [(30, 3, {"dtype": "float32"})] * 3  # steps 0, 2 and 3 (the last)
+    # a validation split of one 1-byte document (BOS + 1 token) is enough: at least 2 tokens
+    _tsv(root / "mlt_Latn" / "va.tsv", ["a"])
+    seen.clear()
+    ft.finetune(cfg, tmp_path / "r2", model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                record=False, progress=False)
+    assert seen[0][0] == 2
+    # too little text is refused, naming the language and the minimum (the whole row for training)
+    for split, texts_, need in (("va", [], 2), ("tr", ["a"], 48)):
+        _tsv(root / "mlt_Latn" / f"{split}.tsv", texts_)
+        with pytest.raises(CorpusError) as e:
+            ft.finetune(cfg, tmp_path / f"bad-{split}", model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                        record=False, progress=False)
+        n = 2 * len(texts_)
+        assert str(e.value) == (f"corpus for 'mlt_Latn' is too short: {n} tokens in {len(texts_)} documents, "
+                                f"need at least {need}")
+
+
+def test_a_run_without_a_model_loads_both_in_float32_on_its_device(corpus, tmp_path, monkeypatch):
+    import lape_hub.models
+
+    calls = []
+
+    def fake_load(name, **kw):
+        calls.append((name, kw))
+        return tiny_model("llama"), tiny_tokenizer()
+
+    monkeypatch.setattr(lape_hub.models, "load_model", fake_load)
+    cfg = _loop_cfg(corpus, method="ffn", train_tokens=2 * 48)
+    for kw in ({}, {"model": tiny_model("llama")}, {"tokenizer": tiny_tokenizer()}):
+        ft.finetune(cfg, tmp_path / f"run{len(calls)}", record=False, progress=False, fresh=True, **kw)
+    assert calls == [("tiny-llama", {"device": "cpu", "dtype": "float32"})] * 3
+
+
+class _FakeCatalog:
+    def __init__(self):
+        self.asked = []
+
+    def neuron_set(self, model, lang, **kw):
+        self.asked.append((model, lang, kw))
+        return _tiny_set()
+
+
+def test_the_neuron_set_comes_from_the_catalog_given(corpus, tmp_path, monkeypatch):
+    from lape_hub.catalog import Catalog
+
+    cat = _FakeCatalog()
+    cfg = _loop_cfg(corpus, method="lape-sparse", refset="my-ref", train_tokens=2 * 48)
+    res = ft.finetune(cfg, tmp_path / "a", model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                      catalog=cat, record=False, progress=False)
+    assert cat.asked == [("tiny-llama", "mlt_Latn", {"refset": "my-ref"})]
+    assert res.config.neuron_set_hash == _tiny_set().content_hash
+    # a catalog folder is opened as a Catalog there
+    roots = []
+
+    def from_folder(self, model, lang, **kw):
+        roots.append((Path(self.root), model, lang, kw))
+        return _tiny_set()
+
+    monkeypatch.setattr(Catalog, "neuron_set", from_folder)
+    ft.finetune(cfg, tmp_path / "b", model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                catalog=tmp_path / "cat", record=False, progress=False)
+    assert roots == [(tmp_path / "cat", "tiny-llama", "mlt_Latn", {"refset": "my-ref"})]
+    # a set given is used as is: the catalog is not asked
+    ft.finetune(cfg, tmp_path / "c", model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                neuron_set=_tiny_set(), catalog=cat, record=False, progress=False)
+    assert len(cat.asked) == 1
