@@ -482,3 +482,77 @@ def test_the_neuron_set_comes_from_the_catalog_given(corpus, tmp_path, monkeypat
     ft.finetune(cfg, tmp_path / "c", model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
                 neuron_set=_tiny_set(), catalog=cat, record=False, progress=False)
     assert len(cat.asked) == 1
+
+
+def _want_run_id(cfg, alias, revision, set_hash):
+    """The documented run key, hashed here: same settings, data and set -> same id."""
+    key = {"model": alias, "revision": revision, "lang": cfg.lang, "method": cfg.method,
+           "corpus": cfg.corpus_label, "set": set_hash, "hp": cfg.hyperparameters(),
+           "lora_rank": cfg.lora_rank, "v": 1}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def test_run_id_hashes_the_documented_key(corpus):
+    from lape_hub.finetune import run_id
+
+    cfg = _loop_cfg(corpus, method="lora", lora_rank=3)
+    assert run_id(cfg, ("tiny-llama", "", "r1", None), "ab" * 32) == _want_run_id(cfg, "tiny-llama", "r1", "ab" * 32)
+    base = run_id(cfg, ("m", "", "r1", None), "s")
+    changed = [run_id(cfg, ("m2", "", "r1", None), "s"), run_id(cfg, ("m", "", "r2", None), "s"),
+               run_id(cfg, ("m", "", "r1", None), "t"), run_id(_loop_cfg(corpus, method="lora", lora_rank=4),
+                                                             ("m", "", "r1", None), "s"),
+               run_id(_loop_cfg(corpus, method="lora", lora_rank=3, lang="mt"), ("m", "", "r1", None), "s"),
+               run_id(_loop_cfg(corpus, method="lora", lora_rank=3, seed=9), ("m", "", "r1", None), "s"),
+               run_id(_loop_cfg(corpus, method="lora", lora_rank=3, train_split="dev"), ("m", "", "r1", None), "s"),
+               run_id(_loop_cfg(corpus, method="ia3"), ("m", "", "r1", None), "s")]
+    assert len({base, *changed}) == 1 + len(changed)
+    assert run_id(cfg, ("m", "repo/other", "r1", 5), "s") == base  # repo id and size are not part of it
+
+
+def test_a_run_in_its_default_folder_writes_and_records_what_it_promises(corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ft, "_identity", lambda cfg: ("tiny-llama", "org/tiny", "r1", 123456))
+    ns = _tiny_set()
+    cfg = _loop_cfg(corpus, method="lape-sparse", eval_every=2, train_tokens=3 * 2 * 48)
+    res = ft.finetune(cfg, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), neuron_set=ns,
+                      catalog=tmp_path / "cat")
+    rid = _want_run_id(cfg, "tiny-llama", "r1", ns.content_hash)
+    out = Path("runs") / "finetune" / "tiny-llama" / "mlt_Latn" / f"lape-sparse-{rid}"
+    assert (res.run_id, res.out_dir, res.adapter_dir) == (rid, out, out / "adapter")
+    assert sorted(p.name for p in (tmp_path / out).iterdir()) == ["adapter", "checkpoint", "log.jsonl", "run.json"]
+    assert sorted(p.name for p in (tmp_path / out / "checkpoint").iterdir()) == ["best.pt", "last.pt"]
+    c = res.config
+    want = dict(model="tiny-llama", lang="mlt_Latn", method="lape-sparse", repo_id="org/tiny", revision="r1",
+                refset="test", model_type="llama", components=("gate", "up", "down"),
+                neuron_set_hash=ns.content_hash, n_neurons=12, n_layers=3, d_model=32, d_ffn=48,
+                trainable_params=12 * 3 * 32, total_params=123456, corpus=f"{corpus.name}:train",
+                tokens=288, steps=3, best_step=res.best_step, best_val_loss=res.best_val_loss,
+                hyperparameters=cfg.hyperparameters())
+    assert {k: getattr(c, k) for k in want} == want
+    assert AdapterConfig.load(tmp_path / out / "adapter") == c
+    assert json.loads((tmp_path / out / "run.json").read_text()) == json.loads(json.dumps(res.to_dict()))
+    # recorded by default, in the catalog given
+    rows = [r for f in sorted((tmp_path / "cat" / "adapters").rglob("*.parquet"))
+            for r in pq.read_table(f, partitioning=None).to_pylist()]
+    assert [(r["run_id"], r["artifact_path"]) for r in rows] == [(rid, str(out / "adapter"))]
+    assert Path(res.catalog_path).is_relative_to(tmp_path / "cat")
+    # the progress bar is on by default, named after the method and language
+    err = capsys.readouterr().err
+    assert "lape-sparse mlt_Latn" in err and "3/3" in err and "tok_s=" in err and "best_val=" in err
+    ft.finetune(cfg, tmp_path / "quiet", model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                neuron_set=ns, record=False, progress=False)
+    assert capsys.readouterr().err == ""
+    # without a registry size, the model's own parameters count once each
+    monkeypatch.setattr(ft, "_identity", lambda cfg: ("tiny-llama", "", "r1", None))
+    m = tiny_model("llama")
+    res = ft.finetune(cfg, tmp_path / "own", model=m, tokenizer=tiny_tokenizer(), neuron_set=ns,
+                      record=False, progress=False)
+    assert res.config.total_params == sum(p.numel() for p in tiny_model("llama").parameters())
+
+
+def test_a_run_of_a_method_without_a_set_hashes_no_set(corpus, tmp_path):
+    cfg = _loop_cfg(corpus, method="ffn", train_tokens=2 * 48)
+    res = ft.finetune(cfg, tmp_path / "r", model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                      record=False, progress=False)
+    assert res.run_id == _want_run_id(cfg, "tiny-llama", "r1", "")
+    assert (res.config.neuron_set_hash, res.config.n_neurons, res.config.refset) == ("", 0, "")
