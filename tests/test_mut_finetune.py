@@ -556,3 +556,71 @@ def test_a_run_of_a_method_without_a_set_hashes_no_set(corpus, tmp_path):
                       record=False, progress=False)
     assert res.run_id == _want_run_id(cfg, "tiny-llama", "r1", "")
     assert (res.config.neuron_set_hash, res.config.n_neurons, res.config.refset) == ("", 0, "")
+
+
+def test_validations_and_checkpoints_follow_their_schedules(corpus, tmp_path, monkeypatch):
+    """7 steps, validation every 3 and a checkpoint every 2: validations at 0, 3, 6 and the
+    last step; last.pt at 0, 2, 4, 6 and the last step; best.pt at every improvement."""
+    saved = []
+    real_save = ft._atomic_torch_save
+
+    def record(obj, path):
+        saved.append((Path(path).name, obj["step"] if "run_key" in obj else None))
+        real_save(obj, path)
+
+    monkeypatch.setattr(ft, "_atomic_torch_save", record)
+    losses = iter([5.0, 4.0, 4.5, 3.0])
+    monkeypatch.setattr(ft, "evaluate", lambda model, data, batch_size=2, **kw: next(losses))
+    cfg = _loop_cfg(corpus, method="ffn", train_tokens=7 * 2 * 48, eval_every=3, checkpoint_every=2)
+    res = ft.finetune(cfg, tmp_path / "r", model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                      record=False, progress=False)
+    assert saved == [("best.pt", None), ("last.pt", 0), ("last.pt", 2), ("best.pt", None), ("last.pt", 4),
+                     ("last.pt", 6), ("best.pt", None), ("last.pt", 7)]
+    assert res.val_losses == [(0, 5.0), (3, 4.0), (6, 4.5), (7, 3.0)]
+    log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    val_rows = [r for r in log if r["split"] == "val"]
+    assert [(r["step"], r["best"]) for r in val_rows] == [(0, True), (3, True), (6, False), (7, True)]
+    assert [set(r) for r in val_rows] == [{"step", "split", "loss", "tokens", "best"}] * 4
+    assert [r["tokens"] for r in val_rows] == [0] + [next(t["tokens"] for t in log if t["split"] == "train"
+                                                          and t["step"] == s) for s in (3, 6, 7)]
+    assert (res.best_step, res.best_val_loss) == (7, 3.0)
+    last = torch.load(tmp_path / "r" / "checkpoint" / "last.pt", weights_only=False)
+    assert {k: last[k] for k in ("step", "best_val", "best_step")} == {"step": 7, "best_val": 3.0, "best_step": 7}
+    assert last["tokens"] == res.tokens and set(last) == {"run_key", "step", "tokens", "best_val", "best_step",
+                                                          "trainable", "optimizer", "rng"}
+    # without checkpoint_every, checkpoints follow the validations
+    saved.clear()
+    losses = iter([5.0, 4.0, 4.5, 3.0])
+    ft.finetune(_loop_cfg(corpus, method="ffn", train_tokens=7 * 2 * 48, eval_every=3), tmp_path / "r2",
+                model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=False)
+    assert [s for n, s in saved if n == "last.pt"] == [0, 3, 6, 7]
+
+
+def test_fresh_starts_over_and_a_finished_run_is_not_trained_again(corpus, tmp_path, monkeypatch):
+    cfg = _loop_cfg(corpus, method="ffn", train_tokens=2 * 2 * 48)
+    out = tmp_path / "r"
+    ft.finetune(cfg, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=False)
+    log1 = (out / "log.jsonl").read_text()
+    (out / "checkpoint" / "stray.pt").write_bytes(b"x")
+    other = _loop_cfg(corpus, method="ffn", train_tokens=2 * 2 * 48, seed=5)
+    with pytest.raises(LapeHubError) as e:
+        ft.finetune(other, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=False)
+    assert str(e.value) == (f"{out} holds a checkpoint of another run (different settings or data); "
+                            "use another --out or --fresh")
+    res = ft.finetune(other, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False,
+                      progress=False, fresh=True)
+    assert not (out / "checkpoint" / "stray.pt").exists()
+    log2 = (out / "log.jsonl").read_text()
+    assert log2 != log1 and [json.loads(x)["step"] for x in log2.splitlines()] == [0, 1, 2, 2]
+    # fresh on a folder without a log: nothing to delete is fine
+    (out / "log.jsonl").unlink()
+    ft.finetune(other, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False,
+                progress=False, fresh=True)
+    # rerun of a finished run: no training step, no validation, the same log and result
+    calls = []
+    monkeypatch.setattr(ft, "lm_loss", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(ft, "evaluate", lambda *a, **k: calls.append(2))
+    again = ft.finetune(other, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False,
+                        progress=False)
+    assert calls == [] and (again.steps, again.best_val_loss) == (res.steps, res.best_val_loss)
+    assert (out / "log.jsonl").read_text() == log2
