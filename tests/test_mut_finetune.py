@@ -588,6 +588,11 @@ def test_validations_and_checkpoints_follow_their_schedules(corpus, tmp_path, mo
     assert {k: last[k] for k in ("step", "best_val", "best_step")} == {"step": 7, "best_val": 3.0, "best_step": 7}
     assert last["tokens"] == res.tokens and set(last) == {"run_key", "step", "tokens", "best_val", "best_step",
                                                           "trainable", "optimizer", "rng"}
+    tok = tiny_tokenizer()
+    train = tokenize_and_pack(read_documents(corpus, "mlt_Latn", "train"), tok, 48, 7 * 2 * 48, lang="mlt_Latn")
+    val = tokenize_and_pack(read_documents(corpus, "mlt_Latn", "dev"), tok, 48, min_tokens=2, lang="mlt_Latn")
+    assert last["run_key"] == {"run_id": res.run_id, "data": train.fingerprint(), "val": val.fingerprint(),
+                               "steps": 7}
     # without checkpoint_every, checkpoints follow the validations
     saved.clear()
     losses = iter([5.0, 4.0, 4.5, 3.0])
