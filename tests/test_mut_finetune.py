@@ -629,3 +629,87 @@ def test_fresh_starts_over_and_a_finished_run_is_not_trained_again(corpus, tmp_p
                         progress=False)
     assert calls == [] and (again.steps, again.best_val_loss) == (res.steps, res.best_val_loss)
     assert (out / "log.jsonl").read_text() == log2
+
+
+def _trainable_names(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_prepare_method_trains_exactly_what_each_method_names(corpus):
+    from peft import PeftModel
+
+    from lape_hub.finetune import prepare_method
+
+    ns = _tiny_set()
+    adapter = AdapterConfig("tiny-llama", "mlt_Latn", "lape-sparse")
+    layers = range(3)
+    mlp = {f"model.layers.{i}.mlp.{p}_proj.weight" for i in layers for p in ("gate", "up", "down")}
+
+    prep = prepare_method(tiny_model("llama"), _loop_cfg(corpus, method="ffn"), None, adapter)
+    assert _trainable_names(prep.model) == mlp and prep.sparse is None and prep.lora_rank is None
+    assert {id(p) for p in prep.params} == {id(p) for n, p in prep.model.named_parameters() if n in mlp}
+    assert len(prep.params) == len(mlp)
+
+    m = tiny_model("llama")
+    prep = prepare_method(m, _loop_cfg(corpus, method="full"), ns, adapter)
+    assert _trainable_names(m) == {n for n, _ in m.named_parameters()} and prep.neuron_set is ns
+    assert len(prep.params) == len(list(m.parameters()))
+
+    prep = prepare_method(tiny_model("llama"), _loop_cfg(corpus, method="random", seed=7), ns, adapter)
+    want = random_neuron_set(ns, 7)
+    assert prep.neuron_set.content_hash == want.content_hash != ns.content_hash
+    assert prep.sparse is not None and sum(p.numel() for p in prep.params) == want.trainable_params
+    prep = prepare_method(tiny_model("llama"), _loop_cfg(corpus, method="lape-sparse"), ns, adapter)
+    assert prep.neuron_set is ns and sum(p.numel() for p in prep.params) == ns.trainable_params
+    assert all(not p.requires_grad for n, p in prep.sparse.model.named_parameters() if ".delta" not in n)
+
+    # LoRA: matched rank from the set (exact count), frozen base, the config spelled out
+    prep = prepare_method(tiny_model("llama"), _loop_cfg(corpus, method="lora", lora_alpha=8.0), ns, adapter)
+    rank = max(1, round(ns.trainable_params / (3 * 3 * (32 + 48))))
+    assert isinstance(prep.model, PeftModel) and prep.lora_rank == rank
+    pc = prep.model.peft_config["default"]
+    assert (pc.r, pc.lora_alpha, pc.lora_dropout, pc.bias, str(pc.task_type)) == (rank, 8.0, 0.0, "none", "CAUSAL_LM")
+    assert set(pc.target_modules) == {"gate_proj", "up_proj", "down_proj"}
+    assert _trainable_names(prep.model) == {n for n, _ in prep.model.named_parameters() if "lora_" in n}
+    assert {id(p) for p in prep.params} == {id(p) for p in prep.model.parameters() if p.requires_grad}
+    # the paper's convention rounds down; a given rank needs no set
+    prep = prepare_method(tiny_model("llama"), _loop_cfg(corpus, method="lora", lora_match="paper"), ns, adapter)
+    assert prep.lora_rank == max(1, ns.trainable_params // (3 * (32 + 48)))
+    prep = prepare_method(tiny_model("llama"), _loop_cfg(corpus, method="lora", lora_rank=3), None, adapter)
+    assert prep.lora_rank == 3 and prep.model.peft_config["default"].r == 3
+
+    prep = prepare_method(tiny_model("llama"), _loop_cfg(corpus, method="ia3"), None, adapter)
+    pc = prep.model.peft_config["default"]
+    assert set(pc.target_modules) == {"k_proj", "v_proj", "down_proj"} and set(pc.feedforward_modules) == {"down_proj"}
+    assert str(pc.task_type) == "CAUSAL_LM" and prep.lora_rank is None
+    assert _trainable_names(prep.model) == {n for n, _ in prep.model.named_parameters() if "ia3_" in n}
+
+    for method in ("lape-sparse", "random", "lora"):
+        with pytest.raises(LapeHubError) as e:
+            prepare_method(tiny_model("llama"), _loop_cfg(corpus, method=method), None, adapter)
+        assert str(e.value) == f"method {method!r} needs the language's neuron set"
+
+
+def test_save_artifact_writes_each_form_into_nested_folders(corpus, tmp_path):
+    from lape_hub.finetune import _save_artifact, prepare_method
+
+    ns = _tiny_set()
+
+    def files(folder):
+        return sorted(p.name for p in folder.iterdir())
+
+    for family, method, want in (
+            ("llama", "lape-sparse", ["adapter_config.json", "adapter_model.safetensors", "lape_adapter.json",
+                                      "lape_adapter.safetensors"]),
+            ("phi3", "lape-sparse", ["lape_adapter.json", "lape_adapter.safetensors"]),  # fused: no LoRA form
+            ("llama", "lora", ["README.md", "adapter_config.json", "adapter_model.safetensors", "lape_adapter.json"]),
+            ("llama", "ffn", [DENSE_WEIGHTS_NAME, "lape_adapter.json"])):
+        adapter = AdapterConfig("tiny-llama", "mlt_Latn", method, revision="r1")
+        prep = prepare_method(tiny_model(family), _loop_cfg(corpus, method=method), ns, adapter)
+        folder = tmp_path / family / method / "deep" / "adapter"
+        _save_artifact(prep, adapter, folder)
+        assert files(folder) == want, (family, method)
+        assert AdapterConfig.load(folder).method == method
+    with safe_open(str(tmp_path / "llama" / "ffn" / "deep" / "adapter" / DENSE_WEIGHTS_NAME), "pt") as f:
+        assert f.metadata() == {"format": "lape-hub-adapter", "method": "ffn"}
+        assert set(f.keys()) == {f"model.layers.{i}.mlp.{p}_proj.weight" for i in range(3) for p in ("gate", "up", "down")}
