@@ -407,6 +407,26 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def _read_checkpoint(path: Path, keys: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``last.pt`` or ``best.pt`` as saved by :func:`finetune`, read without running pickled code.
+
+    A file that is not one (damaged, or a pickle that would import and call things) is
+    refused in one line instead of being executed.
+    """
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises UnpicklingError, RuntimeError, EOFError, ... with advice to unpickle
+        raise LapeHubError(f"{path} is not a lape-hub checkpoint (unreadable, or it holds objects other "
+                           "than tensors and plain data, which are never unpickled); "
+                           "use another --out or --fresh") from None
+    if not isinstance(ck, dict) or not keys <= set(ck):
+        raise LapeHubError(f"{path} is not a lape-hub checkpoint (keys missing); use another --out or --fresh")
+    return ck
+
+
+_CHECKPOINT_KEYS = frozenset({"run_key", "step", "tokens", "best_val", "best_step", "trainable", "optimizer", "rng"})
+
+
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of every trainable parameter; a tied (shared) one appears once, under its
     first name, as ``named_parameters()`` lists it."""
@@ -549,7 +569,7 @@ def finetune(
     run_key = {"run_id": rid, "data": train.fingerprint(), "val": val.fingerprint(), "steps": n_steps}
     last = ckpt_dir / "last.pt"
     if last.is_file():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+        ck = _read_checkpoint(last, _CHECKPOINT_KEYS)
         if ck["run_key"] != run_key:
             raise LapeHubError(f"{out} holds a checkpoint of another run (different settings or data); "
                                "use another --out or --fresh")
@@ -625,7 +645,7 @@ def finetune(
         log.close()
 
     # -- artifact: the best checkpoint as an adapter ---------------------------------------
-    _load_trainable_state(prep.model, torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True))
+    _load_trainable_state(prep.model, _read_checkpoint(ckpt_dir / "best.pt"))
     adapter.tokens, adapter.steps = tokens_seen, step
     adapter.best_step, adapter.best_val_loss = best_step, best_val
     adapter_dir = out / "adapter"

@@ -713,3 +713,44 @@ def test_save_artifact_writes_each_form_into_nested_folders(corpus, tmp_path):
     with safe_open(str(tmp_path / "llama" / "ffn" / "deep" / "adapter" / DENSE_WEIGHTS_NAME), "pt") as f:
         assert f.metadata() == {"format": "lape-hub-adapter", "method": "ffn"}
         assert set(f.keys()) == {f"model.layers.{i}.mlp.{p}_proj.weight" for i in range(3) for p in ("gate", "up", "down")}
+
+
+class _Touch:
+    """Pickles as a call that creates a file: what a hostile checkpoint would run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_hostile_or_damaged_checkpoint_is_refused_not_run(corpus, tmp_path):
+    cfg = _loop_cfg(corpus, method="ffn", train_tokens=2 * 2 * 48)
+    out = tmp_path / "r"
+    ft.finetune(cfg, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=False)
+    last = out / "checkpoint" / "last.pt"
+    good = torch.load(last, weights_only=True)
+    marker = tmp_path / "pwned"
+    for name, content in (("last.pt", {**good, "run_key": _Touch(marker)}), ("last.pt", b"not a checkpoint"),
+                          ("last.pt", {"step": 1}), ("best.pt", _Touch(marker))):
+        path = out / "checkpoint" / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            torch.save(content, path)
+        with pytest.raises(LapeHubError) as e:
+            ft.finetune(cfg, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=False)
+        msg = str(e.value)
+        assert msg.startswith(f"{path} is not a lape-hub checkpoint (") and msg.endswith(
+            "); use another --out or --fresh") and "\n" not in msg, msg
+        assert not marker.exists()
+        torch.save(good, last)
+    assert "(keys missing)" in _refusal_for(out, cfg, {"step": 1})
+
+
+def _refusal_for(out, cfg, content):
+    torch.save(content, out / "checkpoint" / "last.pt")
+    with pytest.raises(LapeHubError) as e:
+        ft.finetune(cfg, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=False)
+    return str(e.value)
