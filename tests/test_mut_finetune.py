@@ -754,3 +754,36 @@ def _refusal_for(out, cfg, content):
     with pytest.raises(LapeHubError) as e:
         ft.finetune(cfg, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=False)
     return str(e.value)
+
+
+def test_a_resumed_run_writes_the_same_log_as_an_uninterrupted_one(corpus, tmp_path, monkeypatch):
+    cfg = _loop_cfg(corpus, method="ffn", train_tokens=5 * 2 * 48, eval_every=2)
+
+    def run(out):
+        return ft.finetune(cfg, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False,
+                           progress=False)
+
+    run(tmp_path / "whole")
+    want = (tmp_path / "whole" / "log.jsonl").read_text()
+    real_clip = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def crash_on_third_step(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_clip(*a, **k)
+
+    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", crash_on_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut")
+    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", real_clip)
+    # steps 1 and 2 and the validation at 2 were logged; the checkpoint is at step 2
+    assert [json.loads(x)["step"] for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()] == [0, 1, 2, 2]
+    run(tmp_path / "cut")
+    assert (tmp_path / "cut" / "log.jsonl").read_text() == want
+    # a log without any checkpoint (cut before the first one was saved) is started over
+    for p in (tmp_path / "cut" / "checkpoint").iterdir():
+        p.unlink()
+    run(tmp_path / "cut")
+    assert (tmp_path / "cut" / "log.jsonl").read_text() == want
