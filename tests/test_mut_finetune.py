@@ -782,8 +782,35 @@ def test_a_resumed_run_writes_the_same_log_as_an_uninterrupted_one(corpus, tmp_p
     assert [json.loads(x)["step"] for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()] == [0, 1, 2, 2]
     run(tmp_path / "cut")
     assert (tmp_path / "cut" / "log.jsonl").read_text() == want
+    # cut in the first step: the checkpoint of step 0 (the base model) is resumed, not redone
+    calls.clear()
+    crash_on_first = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)  # noqa: E731
+    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", crash_on_first)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "first")
+    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", real_clip)
+    assert torch.load(tmp_path / "first" / "checkpoint" / "last.pt", weights_only=True)["step"] == 0
+    run(tmp_path / "first")
+    assert (tmp_path / "first" / "log.jsonl").read_text() == want
     # a log without any checkpoint (cut before the first one was saved) is started over
     for p in (tmp_path / "cut" / "checkpoint").iterdir():
         p.unlink()
     run(tmp_path / "cut")
     assert (tmp_path / "cut" / "log.jsonl").read_text() == want
+
+
+def test_bfloat16_runs_every_step_and_validation_under_bf16_autocast(corpus, tmp_path, monkeypatch):
+    seen = []
+    real = ft.autocast
+
+    def spy(device, dtype):
+        seen.append((torch.device(device).type, dtype))
+        return real(device, dtype)
+
+    monkeypatch.setattr(ft, "autocast", spy)
+    cfg = _loop_cfg(corpus, method="ffn", train_tokens=3 * 2 * 48, eval_every=2, dtype="bfloat16")
+    ft.finetune(cfg, tmp_path / "r", model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False,
+                progress=False)
+    n_val_batches = -(-tokenize_and_pack(read_documents(corpus, "mlt_Latn", "dev"), tiny_tokenizer(), 48,
+                                         min_tokens=2).n_sequences // 2)
+    assert seen == [("cpu", "bfloat16")] * (3 + 3 * n_val_batches)  # 3 steps, validations at 0, 2, 3
