@@ -814,3 +814,69 @@ def test_bfloat16_runs_every_step_and_validation_under_bf16_autocast(corpus, tmp
     n_val_batches = -(-tokenize_and_pack(read_documents(corpus, "mlt_Latn", "dev"), tiny_tokenizer(), 48,
                                          min_tokens=2).n_sequences // 2)
     assert seen == [("cpu", "bfloat16")] * (3 + 3 * n_val_batches)  # 3 steps, validations at 0, 2, 3
+
+
+class _Bar:
+    """Stands in for tqdm: records what the loop shows."""
+
+    made: list = []
+
+    def __init__(self, **kw):
+        self.kw, self.updates, self.postfix, self.closed = kw, [], [], False
+        _Bar.made.append(self)
+
+    def update(self, n):
+        self.updates.append(n)
+
+    def set_postfix(self, **kw):
+        self.postfix.append(kw)
+
+    def close(self):
+        self.closed = True
+
+
+def test_progress_shows_steps_loss_and_tokens_per_second_on_a_known_clock(corpus, tmp_path, monkeypatch):
+    import types
+
+    import tqdm.auto
+
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(ft, "time", types.SimpleNamespace(time=lambda: 100.0 + 0.5 * next(ticks)))
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    _Bar.made = []
+    cfg = _loop_cfg(corpus, method="ffn", train_tokens=3 * 2 * 48, eval_every=2)
+    res = ft.finetune(cfg, tmp_path / "r", model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False,
+                      progress=False)
+    (bar,) = _Bar.made
+    assert bar.kw == {"total": 3, "initial": 0, "desc": "ffn mlt_Latn", "unit": "step", "disable": True,
+                      "dynamic_ncols": True}
+    assert bar.updates == [1, 1, 1] and bar.closed
+    log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["split"] == "train"]
+    best = [min(r["loss"] for r in log if r["split"] == "val" and r["step"] <= s) for s in (1, 2, 3)]
+    # clock calls: start (100.0), t0 (100.5), then one per step (101.0, 101.5, 102.0), the end (102.5)
+    want = [{"loss": f"{r['loss']:.3f}", "best_val": f"{b:.3f}", "tok_s": f"{r['tokens'] / (0.5 * (i + 1)):.0f}"}
+            for i, (r, b) in enumerate(zip(train, best))]
+    assert bar.postfix == want
+    assert res.seconds == 2.5
+    # resumed from step 2: the rate counts only the tokens of this session
+    cut = tmp_path / "cut"
+    real_clip = torch.nn.utils.clip_grad_norm_
+    n = []
+
+    def crash_on_third(*a, **k):
+        n.append(1)
+        if len(n) == 3:
+            raise KeyboardInterrupt
+        return real_clip(*a, **k)
+
+    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune(cfg, cut, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=True)
+    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", real_clip)
+    assert _Bar.made[-1].closed and _Bar.made[-1].kw["disable"] is False  # closed on the way out too
+    ticks = iter(range(10_000))
+    ft.finetune(cfg, cut, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=True)
+    bar = _Bar.made[-1]
+    assert bar.kw["initial"] == 2 and bar.updates == [1]
+    assert bar.postfix[0]["tok_s"] == f"{(train[2]['tokens'] - train[1]['tokens']) / 0.5:.0f}"
