@@ -880,3 +880,37 @@ def test_progress_shows_steps_loss_and_tokens_per_second_on_a_known_clock(corpus
     bar = _Bar.made[-1]
     assert bar.kw["initial"] == 2 and bar.updates == [1]
     assert bar.postfix[0]["tok_s"] == f"{(train[2]['tokens'] - train[1]['tokens']) / 0.5:.0f}"
+
+
+def test_config_checks_and_resolves_its_fields(monkeypatch):
+    with pytest.raises(LapeHubError) as e:
+        FinetuneConfig("m", "mlt_Latn", corpus="c", method="sparse")
+    assert str(e.value) == "unknown method 'sparse'; use one of lape-sparse, random, lora, ia3, full, ffn"
+    for name in ("seq_len", "batch_size", "eval_every"):
+        assert getattr(FinetuneConfig("m", "mt", corpus="c", **{name: 1}), name) == 1
+        with pytest.raises(LapeHubError) as e:
+            FinetuneConfig("m", "mt", corpus="c", **{name: 0})
+        assert str(e.value) == f"{name} must be >= 1"
+    assert FinetuneConfig("m", "mt", corpus="c", train_tokens=1).train_tokens == 1
+    with pytest.raises(LapeHubError) as e:
+        FinetuneConfig("m", "mt", corpus="c", train_tokens=0)
+    assert str(e.value) == "the token budget must be >= 1"
+    assert FinetuneConfig("m", "mt", corpus="c", components="down,gate").components == ("gate", "down")
+    # the dtype is resolved for the configured device ("auto" -> what runs there)
+    asked = []
+    monkeypatch.setattr(ft, "resolve_dtype_name", lambda d, device: asked.append((d, device)) or "bfloat16")
+    assert FinetuneConfig("m", "mt", corpus="c", dtype="auto", device="cuda:1").dtype == "bfloat16"
+    assert asked == [("auto", "cuda:1")]
+
+
+def test_identity_of_a_registry_model():
+    from lape_hub.builder import model_revision
+    from lape_hub.finetune import _identity
+    from lape_hub.registry import resolve_model
+
+    spec = resolve_model("gemma-3-270m")
+    cfg = FinetuneConfig("google/gemma-3-270m", "mt", corpus="c", method="full")
+    assert _identity(cfg) == (spec.alias, spec.repo_id, model_revision(spec), spec.total_params)
+    assert spec.alias == "gemma-3-270m" and spec.repo_id == "google/gemma-3-270m" and model_revision(spec)
+    cfg = FinetuneConfig("gemma-3-270m", "mt", corpus="c", method="full", revision="r9")
+    assert _identity(cfg)[2] == "r9"
