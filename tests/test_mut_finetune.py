@@ -756,6 +756,26 @@ def _refusal_for(out, cfg, content):
     return str(e.value)
 
 
+def _cut_in_step(monkeypatch, n, start):
+    """Call ``start()`` with the n-th gradient clipping raising KeyboardInterrupt (mid-step:
+    after backward, before the optimizer step), as a Ctrl-C would; clipping is restored after."""
+    real = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def clip(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", clip)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            start()
+    finally:
+        monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", real)
+
+
 def test_a_resumed_run_writes_the_same_log_as_an_uninterrupted_one(corpus, tmp_path, monkeypatch):
     cfg = _loop_cfg(corpus, method="ffn", train_tokens=5 * 2 * 48, eval_every=2)
 
@@ -765,30 +785,13 @@ def test_a_resumed_run_writes_the_same_log_as_an_uninterrupted_one(corpus, tmp_p
 
     run(tmp_path / "whole")
     want = (tmp_path / "whole" / "log.jsonl").read_text()
-    real_clip = torch.nn.utils.clip_grad_norm_
-    calls = []
-
-    def crash_on_third_step(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_clip(*a, **k)
-
-    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", crash_on_third_step)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "cut")
-    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", real_clip)
+    _cut_in_step(monkeypatch, 3, lambda: run(tmp_path / "cut"))
     # steps 1 and 2 and the validation at 2 were logged; the checkpoint is at step 2
     assert [json.loads(x)["step"] for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()] == [0, 1, 2, 2]
     run(tmp_path / "cut")
     assert (tmp_path / "cut" / "log.jsonl").read_text() == want
     # cut in the first step: the checkpoint of step 0 (the base model) is resumed, not redone
-    calls.clear()
-    crash_on_first = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)  # noqa: E731
-    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", crash_on_first)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "first")
-    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", real_clip)
+    _cut_in_step(monkeypatch, 1, lambda: run(tmp_path / "first"))
     assert torch.load(tmp_path / "first" / "checkpoint" / "last.pt", weights_only=True)["step"] == 0
     run(tmp_path / "first")
     assert (tmp_path / "first" / "log.jsonl").read_text() == want
@@ -861,19 +864,8 @@ def test_progress_shows_steps_loss_and_tokens_per_second_on_a_known_clock(corpus
     assert res.seconds == 2.5
     # resumed from step 2: the rate counts only the tokens of this session
     cut = tmp_path / "cut"
-    real_clip = torch.nn.utils.clip_grad_norm_
-    n = []
-
-    def crash_on_third(*a, **k):
-        n.append(1)
-        if len(n) == 3:
-            raise KeyboardInterrupt
-        return real_clip(*a, **k)
-
-    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", crash_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        ft.finetune(cfg, cut, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=True)
-    monkeypatch.setattr(ft.torch.nn.utils, "clip_grad_norm_", real_clip)
+    _cut_in_step(monkeypatch, 3, lambda: ft.finetune(cfg, cut, model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                                                     record=False, progress=True))
     assert _Bar.made[-1].closed and _Bar.made[-1].kw["disable"] is False  # closed on the way out too
     ticks = iter(range(10_000))
     ft.finetune(cfg, cut, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=True)
