@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="mutate only these functions (e.g. check_read_only, "
                          "'TableSchema.validate'): a big module in parts")
     args = ap.parse_args(argv)
+    for opt in ("json", "keep"):  # the run works in another folder: relative paths mean from here
+        if getattr(args, opt):
+            setattr(args, opt, getattr(args, opt).resolve())
     if args.list:
         for name, tests in MODULE_TESTS.items():
             extra = " ".join(MODULE_PYTEST_ARGS.get(name, []))
