@@ -388,3 +388,26 @@ def test_peft_adapter_loads_as_a_peft_model_or_merged_into_a_plain_one(tmp_path)
     with pytest.raises(AdapterMismatchError) as e:  # the compatibility check runs before peft
         apply_adapter(tiny_model("llama"), folder, model_name="llama-3.1-8b")
     assert str(e.value) == "adapter was made for gemma-3-270m, not llama-3.1-8b"
+
+
+# -- part C: configuration, naming, merging -------------------------------------------------
+from lape_hub.sparse_adapter import format_lr  # noqa: E402
+
+
+@pytest.mark.parametrize("lr,text", [(0, "0"), (0.0, "0"), (1e-3, "0.001"), (9.99e-4, "9.99e-4"), (999, "999"),
+                                     (999.5, "999.5"), (1e3, "1e3"), (1e-4, "1e-4"), (-1e-4, "-1e-4"),
+                                     (2.5e-05, "2.5e-5"), (1.25e-10, "1.25e-10"), (120000.0, "1.2e5"),
+                                     (-0.3, "-0.3"), (0.3, "0.3"), (3e-3, "0.003")])
+def test_format_lr_writes_rates_as_people_do(lr, text):
+    assert format_lr(lr) == text
+
+
+def test_delta_modules_describe_their_rows_and_columns(saved_adapter):
+    path, ns = saved_adapter
+    sparse = SparseNeuronModel.from_pretrained(tiny_model("llama"), path, model_name="tiny", neuron_set=ns)
+    mlp = sparse.model.model.layers[0].mlp
+    n0 = len(ns.layers[0])
+    assert mlp.gate_proj.extra_repr() == f"gate: {n0} rows"
+    assert mlp.up_proj.extra_repr() == f"up: {n0} rows"
+    assert mlp.down_proj.extra_repr() == f"down: {n0} columns"
+    assert f"(gate_proj): SparseRowDelta(\n    gate: {n0} rows" in repr(mlp)  # what print(model) shows
