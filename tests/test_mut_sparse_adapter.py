@@ -411,3 +411,92 @@ def test_delta_modules_describe_their_rows_and_columns(saved_adapter):
     assert mlp.up_proj.extra_repr() == f"up: {n0} rows"
     assert mlp.down_proj.extra_repr() == f"down: {n0} columns"
     assert f"(gate_proj): SparseRowDelta(\n    gate: {n0} rows" in repr(mlp)  # what print(model) shows
+
+
+def test_adapter_config_file_is_indented_in_field_order_and_loads_from_its_path(tmp_path):
+    from dataclasses import fields
+
+    cfg = _config(components=("down", "gate"))
+    path = cfg.save(tmp_path)
+    text = path.read_text()
+    assert text.startswith('{\n  "model": "tiny",\n  "lang": "mlt_Latn",\n') and text.endswith("}\n")
+    assert list(json.loads(text)) == [f.name for f in fields(AdapterConfig)] + ["signature"]
+    assert cfg.to_dict()["components"] == ["gate", "down"]
+    assert AdapterConfig.load(path) == cfg == AdapterConfig.load(tmp_path)  # the file itself, or its folder
+    path.write_text('{"model": "tiny",\n "lang": }')
+    with pytest.raises(AdapterMismatchError) as e:
+        AdapterConfig.load(path)
+    assert str(e.value) == f"{path} is not valid JSON (Expecting value, line 2)"
+
+
+def test_adapter_config_refuses_other_formats_and_newer_versions():
+    d = _config().to_dict()
+    with pytest.raises(AdapterMismatchError) as e:
+        AdapterConfig.from_dict({**d, "format": "peft"})
+    assert str(e.value) == "not a lape-hub adapter config (format 'peft')"
+    with pytest.raises(AdapterMismatchError) as e:
+        AdapterConfig.from_dict({**d, "format_version": 2})
+    assert str(e.value) == "adapter format v2 is newer than this lape-hub's v1: upgrade lape-hub"
+    old = {k: v for k, v in d.items() if k not in ("format_version", "components")}
+    assert AdapterConfig.from_dict(old).components == ("gate", "up", "down")  # v0 files: every component
+
+
+def test_deltas_are_float32_for_half_weights_and_keep_wider_ones_and_index_buffers_stay_out_of_state():
+    from lape_hub.sparse_adapter import SparseColumnDelta, SparseRowDelta, _child_name, delta_dtype
+
+    assert [delta_dtype(t) for t in (torch.bfloat16, torch.float16, torch.float32, torch.float64)] == [
+        torch.float32, torch.float32, torch.float32, torch.float64]
+    idx = torch.tensor([1, 3])
+    for dtype, want in ((torch.bfloat16, torch.float32), (torch.float64, torch.float64)):
+        row = SparseRowDelta(nn.Linear(4, 6, bias=False).to(dtype), {"gate": idx}, idx)
+        col = SparseColumnDelta(nn.Linear(6, 4, bias=False).to(dtype), idx)
+        assert (row.delta["gate"].dtype, col.delta.dtype) == (want, want)
+        assert (row.delta["gate"].shape, col.delta.shape) == ((2, 4), (4, 2))
+        # the indices are buffers (they follow .to(device)) but not state: the file stores them itself
+        assert set(row.state_dict()) == {"base_layer.weight", "delta.gate"}
+        assert set(col.state_dict()) == {"base_layer.weight", "delta"}
+        assert row.rows("gate").dtype == torch.long and col.neurons.dtype == torch.long
+    parent = nn.Sequential(nn.Linear(2, 2))
+    with pytest.raises(LapeHubError) as e:
+        _child_name(parent, nn.ReLU())
+    assert str(e.value) == "ReLU is not a direct child of Sequential"
+
+
+def test_merge_adapter_writes_a_full_model_folder_in_the_dtype_asked(saved_adapter, tmp_path, monkeypatch):
+    import lape_hub.models
+    from safetensors.torch import load_file as load_st
+
+    from _tiny_models import tiny_tokenizer
+    from lape_hub.sparse_adapter import merge_adapter
+
+    path, ns = saved_adapter
+    loads = []
+
+    def fake_load(name, **kw):
+        loads.append((name, kw))
+        return tiny_model("llama"), tiny_tokenizer()
+
+    monkeypatch.setattr(lape_hub.models, "load_model", fake_load)
+    monkeypatch.chdir(tmp_path)
+    out = merge_adapter(path, tmp_path / "m", dtype="bfloat16")
+    assert out == tmp_path / "m" and loads == [("tiny", {"dtype": "float32"})]
+    names = sorted(p.name for p in out.iterdir())
+    assert {"config.json", "model.safetensors", "lape_adapter.json", "tokenizer.json"} <= set(names), names
+    assert not any(n.endswith(".bin") for n in names) and not (tmp_path / "None").exists()
+    weights = load_st(str(out / "model.safetensors"))
+    want = apply_adapter(tiny_model("llama"), path, model_name="tiny", neuron_set=ns, merge=True)
+    w = weights["model.layers.0.mlp.gate_proj.weight"]
+    assert w.dtype == torch.bfloat16
+    assert torch.equal(w, want.model.layers[0].mlp.gate_proj.weight.to(torch.bfloat16))
+    assert (out / "lape_adapter.json").read_text() == (path / "lape_adapter.json").read_text()
+    # another base by name is checked against the adapter; a local folder is taken as is
+    with pytest.raises(AdapterMismatchError) as e:
+        merge_adapter(path, tmp_path / "m2", base="gemma-3-270m")
+    assert str(e.value) == "adapter was made for tiny, not gemma-3-270m"
+    assert loads[-1] == ("gemma-3-270m", {"dtype": "float32"})
+    (tmp_path / "local").mkdir()
+    merge_adapter(path, tmp_path / "m3", base=str(tmp_path / "local"))
+    assert load_st(str(tmp_path / "m3" / "model.safetensors"))["lm_head.weight"].dtype == torch.float32
+    with pytest.raises(LapeHubError) as e:
+        merge_adapter(path, tmp_path / "m4", dtype="float16")
+    assert str(e.value) == "unknown dtype 'float16'; use float32 or bfloat16"
