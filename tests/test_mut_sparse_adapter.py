@@ -500,3 +500,24 @@ def test_merge_adapter_writes_a_full_model_folder_in_the_dtype_asked(saved_adapt
     with pytest.raises(LapeHubError) as e:
         merge_adapter(path, tmp_path / "m4", dtype="float16")
     assert str(e.value) == "unknown dtype 'float16'; use float32 or bfloat16"
+
+
+def test_components_are_parsed_canonically_and_refused_whole():
+    from lape_hub.sparse_adapter import parse_components
+
+    assert parse_components("down, GATE,,") == ("gate", "down")
+    assert parse_components(["up", "gate", "up"]) == ("gate", "up")
+    assert parse_components(("down",)) == ("down",)
+    for value, got in (("gate,bias", "gate,bias"), ("gate up", "gate up"), ("", "nothing"), ([], "nothing"),
+                       (" , ", "nothing")):
+        with pytest.raises(LapeHubError) as e:
+            parse_components(value)
+        assert str(e.value) == f"components must be a non-empty subset of gate,up,down (got {got})"
+
+
+def test_adapter_config_methods_and_components():
+    with pytest.raises(LapeHubError) as e:
+        AdapterConfig("tiny", "mlt_Latn", "sparse")
+    assert str(e.value) == "unknown fine-tuning method 'sparse'; use one of lape-sparse, random, lora, ia3, full, ffn"
+    assert AdapterConfig("tiny", "mlt_Latn", "random", components="down,up").components == ("up", "down")
+    assert AdapterConfig("tiny", "mlt_Latn", "lora", components="down,up").components == ()  # not sparse
