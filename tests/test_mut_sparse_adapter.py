@@ -446,7 +446,7 @@ def test_deltas_are_float32_for_half_weights_and_keep_wider_ones_and_index_buffe
 
     assert [delta_dtype(t) for t in (torch.bfloat16, torch.float16, torch.float32, torch.float64)] == [
         torch.float32, torch.float32, torch.float32, torch.float64]
-    idx = torch.tensor([1, 3])
+    idx = torch.tensor([1, 3], dtype=torch.int32)  # int32 indices are stored as int64
     for dtype, want in ((torch.bfloat16, torch.float32), (torch.float64, torch.float64)):
         row = SparseRowDelta(nn.Linear(4, 6, bias=False).to(dtype), {"gate": idx}, idx)
         col = SparseColumnDelta(nn.Linear(6, 4, bias=False).to(dtype), idx)
@@ -455,7 +455,9 @@ def test_deltas_are_float32_for_half_weights_and_keep_wider_ones_and_index_buffe
         # the indices are buffers (they follow .to(device)) but not state: the file stores them itself
         assert set(row.state_dict()) == {"base_layer.weight", "delta.gate"}
         assert set(col.state_dict()) == {"base_layer.weight", "delta"}
-        assert row.rows("gate").dtype == torch.long and col.neurons.dtype == torch.long
+        assert row.rows("gate").dtype == row.neurons.dtype == col.neurons.dtype == torch.long
+    fused = SparseRowDelta(nn.Linear(4, 12, bias=False), {"gate": idx, "up": idx + 6}, idx)  # gate_up_proj
+    assert fused.extra_repr() == "gate: 2 rows, up: 2 rows"
     parent = nn.Sequential(nn.Linear(2, 2))
     with pytest.raises(LapeHubError) as e:
         _child_name(parent, nn.ReLU())
