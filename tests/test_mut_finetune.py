@@ -513,7 +513,7 @@ def test_a_run_in_its_default_folder_writes_and_records_what_it_promises(corpus,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ft, "_identity", lambda cfg: ("tiny-llama", "org/tiny", "r1", 123456))
     ns = _tiny_set()
-    cfg = _loop_cfg(corpus, method="lape-sparse", eval_every=2, train_tokens=3 * 2 * 48)
+    cfg = _loop_cfg(corpus, method="lape-sparse", eval_every=2, train_tokens=3 * 2 * 48, components="down,gate")
     res = ft.finetune(cfg, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), neuron_set=ns,
                       catalog=tmp_path / "cat")
     rid = _want_run_id(cfg, "tiny-llama", "r1", ns.content_hash)
@@ -523,9 +523,9 @@ def test_a_run_in_its_default_folder_writes_and_records_what_it_promises(corpus,
     assert sorted(p.name for p in (tmp_path / out / "checkpoint").iterdir()) == ["best.pt", "last.pt"]
     c = res.config
     want = dict(model="tiny-llama", lang="mlt_Latn", method="lape-sparse", repo_id="org/tiny", revision="r1",
-                refset="test", model_type="llama", components=("gate", "up", "down"),
+                refset="test", model_type="llama", components=("gate", "down"),
                 neuron_set_hash=ns.content_hash, n_neurons=12, n_layers=3, d_model=32, d_ffn=48,
-                trainable_params=12 * 3 * 32, total_params=123456, corpus=f"{corpus.name}:train",
+                trainable_params=12 * 2 * 32, total_params=123456, corpus=f"{corpus.name}:train",
                 tokens=288, steps=3, best_step=res.best_step, best_val_loss=res.best_val_loss,
                 hyperparameters=cfg.hyperparameters())
     assert {k: getattr(c, k) for k in want} == want
@@ -556,6 +556,13 @@ def test_a_run_of_a_method_without_a_set_hashes_no_set(corpus, tmp_path):
                       record=False, progress=False)
     assert res.run_id == _want_run_id(cfg, "tiny-llama", "r1", "")
     assert (res.config.neuron_set_hash, res.config.n_neurons, res.config.refset) == ("", 0, "")
+    # LoRA matched to a set records that set (nothing else writes it for a peft adapter)
+    ns = _tiny_set()
+    lora = ft.finetune(_loop_cfg(corpus, method="lora", train_tokens=2 * 48), tmp_path / "lora",
+                       model=tiny_model("llama"), tokenizer=tiny_tokenizer(), neuron_set=ns, record=False,
+                       progress=False)
+    assert (lora.config.neuron_set_hash, lora.config.n_neurons, lora.config.refset) == (ns.content_hash, 12, "test")
+    assert AdapterConfig.load(lora.adapter_dir).neuron_set_hash == ns.content_hash
 
 
 def test_validations_and_checkpoints_follow_their_schedules(corpus, tmp_path, monkeypatch):
