@@ -1497,3 +1497,19 @@ def test_catalog_commit_message_counts_only_table_paths():
                Change("neurons/model=m9/data.parquet", "added"), Change(n1, "added")]
     assert publisher.catalog_commit_message(pending, {n1: {"npi_Deva"}}) == \
         "Add m1 · 1 language (neurons)"
+
+
+def test_catalog_republished_missing_only_keeps_an_unchanged_card_and_names_the_repo(hub, tmp_path):
+    """The same catalog again with --missing: every table entry skipped with its own size, the
+    card (which names the repo it is published as) left unchanged rather than "skipped"."""
+    cat = build_catalog(tmp_path / "a", counts=False)
+    first = publish_catalog(cat, REPO, **FAST)
+    card = first.plan.files["README.md"].source
+    assert f'load_dataset("{REPO}"' in card.decode() and f"hf://datasets/{REPO}/" in card.decode()
+    again = publish_catalog(cat, REPO, missing_only=True, dry_run=tmp_path / "s")
+    assert {c.status for c in again.plan.changes} == {"unchanged"} and not again.plan.pending
+    other = build_catalog(tmp_path / "b", counts=False)  # the same entries, other bytes: skipped
+    r = publish_catalog(other, REPO, missing_only=True, dry_run=tmp_path / "s2")
+    skipped = [c for c in r.plan.changes if c.status == "skipped" and c.path != "README.md"]
+    assert [c.path for c in skipped] == [NEURONS]
+    assert skipped[0].size == (other.root / NEURONS).stat().st_size
