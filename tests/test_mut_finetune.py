@@ -375,6 +375,8 @@ def test_a_dense_run_matches_adamw_written_out(corpus, tmp_path):
     for r, (_, loss, norm, _) in zip(train_rows, want_log):
         assert r["loss"] == pytest.approx(loss, rel=1e-5) and r["grad_norm"] == pytest.approx(norm, rel=1e-4)
     assert (res.steps, res.tokens) == (4, tokens)
+    assert res.train_losses == [(r["step"], r["loss"]) for r in train_rows]
+    assert res.val_losses == [(r["step"], r["loss"]) for r in log if r["split"] == "val"]
     last = torch.load(tmp_path / "run" / "checkpoint" / "last.pt", weights_only=False)
     assert set(last["trainable"]) == {n for n, _ in named}
     for n, p in named:
@@ -530,7 +532,9 @@ def test_a_run_in_its_default_folder_writes_and_records_what_it_promises(corpus,
                 hyperparameters=cfg.hyperparameters())
     assert {k: getattr(c, k) for k in want} == want
     assert AdapterConfig.load(tmp_path / out / "adapter") == c
-    assert json.loads((tmp_path / out / "run.json").read_text()) == json.loads(json.dumps(res.to_dict()))
+    run_json = (tmp_path / out / "run.json").read_text()
+    assert json.loads(run_json) == json.loads(json.dumps(res.to_dict()))
+    assert run_json.startswith('{\n  "run_id": ') and run_json.endswith("}\n")  # indented for people
     # recorded by default, in the catalog given
     rows = [r for f in sorted((tmp_path / "cat" / "adapters").rglob("*.parquet"))
             for r in pq.read_table(f, partitioning=None).to_pylist()]
