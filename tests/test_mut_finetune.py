@@ -675,11 +675,11 @@ def test_prepare_method_trains_exactly_what_each_method_names(corpus):
     assert all(not p.requires_grad for n, p in prep.sparse.model.named_parameters() if ".delta" not in n)
 
     # LoRA: matched rank from the set (exact count), frozen base, the config spelled out
-    prep = prepare_method(tiny_model("llama"), _loop_cfg(corpus, method="lora", lora_alpha=8.0), ns, adapter)
+    prep = prepare_method(tiny_model("llama"), _loop_cfg(corpus, method="lora", lora_alpha=16.0), ns, adapter)
     rank = max(1, round(ns.trainable_params / (3 * 3 * (32 + 48))))
     assert isinstance(prep.model, PeftModel) and prep.lora_rank == rank
     pc = prep.model.peft_config["default"]
-    assert (pc.r, pc.lora_alpha, pc.lora_dropout, pc.bias, str(pc.task_type)) == (rank, 8.0, 0.0, "none", "CAUSAL_LM")
+    assert (pc.r, pc.lora_alpha, pc.lora_dropout, pc.bias, str(pc.task_type)) == (rank, 16.0, 0.0, "none", "CAUSAL_LM")
     assert set(pc.target_modules) == {"gate_proj", "up_proj", "down_proj"}
     assert _trainable_names(prep.model) == {n for n, _ in prep.model.named_parameters() if "lora_" in n}
     assert {id(p) for p in prep.params} == {id(p) for p in prep.model.parameters() if p.requires_grad}
@@ -694,6 +694,9 @@ def test_prepare_method_trains_exactly_what_each_method_names(corpus):
     assert set(pc.target_modules) == {"k_proj", "v_proj", "down_proj"} and set(pc.feedforward_modules) == {"down_proj"}
     assert str(pc.task_type) == "CAUSAL_LM" and prep.lora_rank is None
     assert _trainable_names(prep.model) == {n for n, _ in prep.model.named_parameters() if "ia3_" in n}
+    # Gemma: peft's own default would be q_proj/v_proj; the targets are ours (k_proj, v_proj)
+    prep = prepare_method(tiny_model("gemma3"), _loop_cfg(corpus, method="ia3"), None, adapter)
+    assert set(prep.model.peft_config["default"].target_modules) == {"k_proj", "v_proj", "down_proj"}
 
     for method in ("lape-sparse", "random", "lora"):
         with pytest.raises(LapeHubError) as e:
