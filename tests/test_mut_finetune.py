@@ -697,6 +697,10 @@ def test_prepare_method_trains_exactly_what_each_method_names(corpus):
     # Gemma: peft's own default would be q_proj/v_proj; the targets are ours (k_proj, v_proj)
     prep = prepare_method(tiny_model("gemma3"), _loop_cfg(corpus, method="ia3"), None, adapter)
     assert set(prep.model.peft_config["default"].target_modules) == {"k_proj", "v_proj", "down_proj"}
+    # Phi-3 (fused qkv_proj): peft has no default for it, so both lists must be passed
+    prep = prepare_method(tiny_model("phi3"), _loop_cfg(corpus, method="ia3"), None, adapter)
+    pc = prep.model.peft_config["default"]
+    assert (set(pc.target_modules), set(pc.feedforward_modules)) == ({"qkv_proj", "down_proj"}, {"down_proj"})
 
     for method in ("lape-sparse", "random", "lora"):
         with pytest.raises(LapeHubError) as e:
