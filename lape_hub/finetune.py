@@ -440,6 +440,11 @@ def _load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> N
         model.get_parameter(name).copy_(t)
 
 
+def _rank(loss: float) -> float:
+    """A validation loss as compared for the best checkpoint: NaN counts as +inf."""
+    return math.inf if math.isnan(loss) else loss
+
+
 def _read_log(path: Path, upto_step: int) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -595,7 +600,9 @@ def finetune(
     def validate(state: dict[str, torch.Tensor]) -> None:
         nonlocal best_val, best_step
         loss = evaluate(prep.model, val, cfg.batch_size, dtype=cfg.dtype)
-        improved = loss < best_val
+        # the first validation (the base model) is always kept, so best.pt exists; a NaN
+        # loss ranks below every number (NaN < x is False both ways)
+        improved = best_step < 0 or _rank(loss) < _rank(best_val)
         if improved:
             best_val, best_step = loss, step
             _atomic_torch_save(state, ckpt_dir / "best.pt")

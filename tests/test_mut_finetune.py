@@ -925,3 +925,18 @@ def test_identity_of_a_registry_model():
     assert spec.alias == "gemma-3-270m" and spec.repo_id == "google/gemma-3-270m" and model_revision(spec)
     cfg = FinetuneConfig("gemma-3-270m", "mt", corpus="c", method="full", revision="r9")
     assert _identity(cfg)[2] == "r9"
+
+
+def test_a_nan_validation_loss_is_never_the_best_but_the_base_model_is_kept(corpus, tmp_path, monkeypatch):
+    """A NaN base loss still keeps the base model as the first best; later numbers beat NaN;
+    a NaN after a number never replaces it."""
+    for curve, want in (([math.nan, 5.0, 4.0], (2, 4.0)), ([math.nan, math.nan, math.nan], (0, None)),
+                        ([6.0, math.nan, 7.0], (0, 6.0))):
+        losses = iter(curve)
+        monkeypatch.setattr(ft, "evaluate", lambda model, data, batch_size=2, **kw: next(losses))
+        res = ft.finetune(_loop_cfg(corpus, method="ffn", train_tokens=2 * 2 * 48, eval_every=1),
+                          tmp_path / str(curve), model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                          record=False, progress=False)
+        assert res.best_step == want[0]
+        assert math.isnan(res.best_val_loss) if want[1] is None else res.best_val_loss == want[1]
+        assert (tmp_path / str(curve) / "adapter").is_dir()
