@@ -17,11 +17,20 @@ _ORDER = ("refset", "lang", "sel", "corpus", "tok", "dtype", "bos", "method", "c
 
 
 def human_count(n: int) -> str:
-    """1234567 -> '1.23M' (exact below 1000)."""
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.3g}{unit}"
-    return str(n)
+    """1234567 -> '1.23M' (exact below 1000; three significant digits above, in the unit
+    the rounded value fits: 999_999 -> '1M', not '1e+03k').
+
+    >>> human_count(999), human_count(40960), human_count(999_999), human_count(25_600_000_000)
+    ('999', '41k', '1M', '25.6B')
+    """
+    if n < 1000:
+        return str(n)
+    units = ((1e3, "k"), (1e6, "M"), (1e9, "B"))
+    for div, unit in units:
+        text = f"{n / div:.3g}"
+        if float(text) < 1000:
+            return text + unit
+    return f"{round(n / 1e9)}B"  # 999.5B and up: no bigger unit
 
 
 def signature(model: str, revision: str | None = None, *, refset: str | None = None,

@@ -13,7 +13,12 @@ from lape_hub.signature import human_count, signature
 
 @pytest.mark.parametrize("n,want", [(0, "0"), (999, "999"), (1000, "1k"), (1500, "1.5k"),
                                     (1_000_000, "1M"), (1_234_567, "1.23M"),
-                                    (1_000_000_000, "1B"), (25_600_000_000, "25.6B")])
+                                    (1_000_000_000, "1B"), (25_600_000_000, "25.6B"),
+                                    # rounding up to 1000 moves to the next unit, never "1e+03k"
+                                    (999_499, "999k"), (999_500, "1M"), (999_999, "1M"),
+                                    (999_499_999, "999M"), (999_500_000, "1B"),
+                                    (999_499_999_999, "999B"), (999_500_000_000, "1000B"),
+                                    (12_345_678_901_234, "12346B")])
 def test_human_count(n, want):
     assert human_count(n) == want
 
