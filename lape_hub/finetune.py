@@ -410,11 +410,14 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 def _read_checkpoint(path: Path, keys: frozenset[str] = frozenset()) -> dict[str, Any]:
     """``last.pt`` or ``best.pt`` as saved by :func:`finetune`, read without running pickled code.
 
-    A file that is not one (damaged, or a pickle that would import and call things) is
-    refused in one line instead of being executed.
+    A file that is not one (damaged, a pickle that would import and call things, a symlink,
+    a FIFO) is refused in one line instead of being executed or waited on.
     """
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+    from lape_hub.hub_files import open_regular
+
+    try:  # a regular file only: a FIFO would block torch.load, a symlink points elsewhere
+        with open_regular(path) as f:
+            ck = torch.load(f, map_location="cpu", weights_only=True)
     except Exception:  # torch raises UnpicklingError, RuntimeError, EOFError, ... with advice to unpickle
         raise LapeHubError(f"{path} is not a lape-hub checkpoint (unreadable, or it holds objects other "
                            "than tensors and plain data, which are never unpickled); "

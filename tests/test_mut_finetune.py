@@ -4,6 +4,7 @@ rank and the random neuron set of the same size."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -766,6 +767,24 @@ def test_a_hostile_or_damaged_checkpoint_is_refused_not_run(corpus, tmp_path):
         assert not marker.exists()
         torch.save(good, last)
     assert "(keys missing)" in _refusal_for(out, cfg, {"step": 1})
+    # not a regular file: a symlink to a good checkpoint elsewhere, a FIFO (which would block)
+    unread = "(unreadable, or it holds objects other than tensors and plain data, which are never unpickled)"
+    elsewhere = tmp_path / "elsewhere.pt"
+    torch.save(good, elsewhere)
+    last.unlink()
+    last.symlink_to(elsewhere)
+    with pytest.raises(LapeHubError) as e:
+        ft.finetune(cfg, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=False)
+    assert str(e.value) == f"{last} is not a lape-hub checkpoint {unread}; use another --out or --fresh"
+    last.unlink()
+    torch.save(good, last)
+    best = out / "checkpoint" / "best.pt"
+    best.unlink()
+    os.mkfifo(best)
+    with pytest.raises(LapeHubError) as e:
+        ft.finetune(cfg, out, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), record=False, progress=False)
+    assert str(e.value) == f"{best} is not a lape-hub checkpoint {unread}; use another --out or --fresh"
+    assert elsewhere.read_bytes() and not best.is_file()  # nothing followed, nothing replaced
 
 
 def _refusal_for(out, cfg, content):
