@@ -407,6 +407,9 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+_CHECKPOINT_KEYS = frozenset({"run_key", "step", "tokens", "best_val", "best_step", "trainable", "optimizer", "rng"})
+
+
 def _read_checkpoint(path: Path, keys: frozenset[str] = frozenset()) -> dict[str, Any]:
     """``last.pt`` or ``best.pt`` as saved by :func:`finetune`, read without running pickled code.
 
@@ -425,9 +428,6 @@ def _read_checkpoint(path: Path, keys: frozenset[str] = frozenset()) -> dict[str
     if not isinstance(ck, dict) or not keys <= set(ck):
         raise LapeHubError(f"{path} is not a lape-hub checkpoint (keys missing); use another --out or --fresh")
     return ck
-
-
-_CHECKPOINT_KEYS = frozenset({"run_key", "step", "tokens", "best_val", "best_step", "trainable", "optimizer", "rng"})
 
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -604,7 +604,7 @@ def finetune(
         nonlocal best_val, best_step
         loss = evaluate(prep.model, val, cfg.batch_size, dtype=cfg.dtype)
         # the first validation (the base model) is always kept, so best.pt exists; a NaN
-        # loss ranks below every number (NaN < x is False both ways)
+        # loss is worse than every number (`NaN < x` is False both ways, hence _rank)
         improved = best_step < 0 or _rank(loss) < _rank(best_val)
         if improved:
             best_val, best_step = loss, step

@@ -25,8 +25,7 @@ def human_count(n: int) -> str:
     """
     if n < 1000:
         return str(n)
-    units = ((1e3, "k"), (1e6, "M"), (1e9, "B"))
-    for div, unit in units:
+    for div, unit in ((1e3, "k"), (1e6, "M"), (1e9, "B")):
         text = f"{n / div:.3g}"
         if float(text) < 1000:
             return text + unit

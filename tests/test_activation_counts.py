@@ -181,18 +181,23 @@ def test_fastest_threads_is_measured_once_and_cached(tmp_path, monkeypatch):
         ac.set_threads(0)
 
 
+def oom_above(monkeypatch, mlp: torch.nn.Module, max_batch: int, message: str = "CUDA out of memory") -> None:
+    """Make ``mlp`` raise CUDA's out-of-memory error for batches larger than ``max_batch``."""
+    real_forward = mlp.forward
+
+    def flaky(x):
+        if x.shape[0] > max_batch:
+            raise torch.OutOfMemoryError(message)
+        return real_forward(x)
+
+    monkeypatch.setattr(mlp, "forward", flaky)
+
+
 def test_out_of_memory_halves_the_batch(packed, caplog, monkeypatch):
     model = tiny_model("qwen2")
     plain = count_activations(model, packed, batch_size=8, progress=False)
     mlp = model.model.layers[1].mlp  # fails mid-forward: earlier layers have already counted
-    real_forward = mlp.forward
-
-    def flaky(x):
-        if x.shape[0] > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
-        return real_forward(x)
-
-    monkeypatch.setattr(mlp, "forward", flaky)
+    oom_above(monkeypatch, mlp, 2, "CUDA out of memory. Tried to allocate 1 GiB")
     with caplog.at_level(logging.WARNING, logger="lape_hub.activation_counts"):
         got = count_activations(model, packed, batch_size=8, progress=False)
     assert_same(got, plain)

@@ -21,6 +21,7 @@ import torch
 import lape_hub.activation_counts as ac
 from lape_hub.activation_counts import ActivationCounts, count_activations
 from lape_hub.errors import LapeHubError
+from test_activation_counts import oom_above
 
 
 # -- ActivationCounts ---------------------------------------------------------------------
@@ -506,15 +507,7 @@ def test_a_rank_without_rows_counts_nothing_and_leaves_a_checkpoint(rank_of_two,
 def test_out_of_memory_at_batch_size_2_goes_down_to_1(monkeypatch, caplog):
     model, p = tiny_model("llama"), corpus(3)
     plain = count_activations(model, p, batch_size=1, progress=False)
-    mlp = model.model.layers[0].mlp
-    real = mlp.forward
-
-    def flaky(x):
-        if x.shape[0] > 1:
-            raise torch.OutOfMemoryError("CUDA out of memory")
-        return real(x)
-
-    monkeypatch.setattr(mlp, "forward", flaky)
+    oom_above(monkeypatch, model.model.layers[0].mlp, 1)
     with caplog.at_level(logging.WARNING, logger="lape_hub.activation_counts"):
         got = count_activations(model, p, batch_size=2, progress=False)
     assert [r.getMessage() for r in caplog.records] == [

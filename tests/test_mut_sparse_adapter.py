@@ -59,27 +59,29 @@ def test_neurons_from_tensors_reads_indices_whatever_the_key_order(saved_adapter
     assert out[1].size == 0  # the layer without neurons: an empty int64 array
 
 
+def _tensors_refusal(path, **extra: torch.Tensor) -> str:
+    """The one line ``_neurons_from_tensors`` refuses the saved adapter's tensors with,
+    after adding ``extra`` to them."""
+    tensors = dict(load_file(path / ADAPTER_WEIGHTS_NAME), **extra)
+    with pytest.raises(AdapterMismatchError) as e:
+        _neurons_from_tensors(tensors, AdapterConfig.load(path))
+    return str(e.value)
+
+
 @pytest.mark.parametrize("key", ["layers.0.gate.bias", "layer.0.gate.delta", "layers.0.bogus.delta",
                                  "layers.0.gate", "layers.0.gate.delta.x"])
 def test_an_unexpected_tensor_is_named(saved_adapter, key):
     path, _ = saved_adapter
-    cfg = AdapterConfig.load(path)
-    tensors = dict(load_file(path / ADAPTER_WEIGHTS_NAME), **{key: torch.zeros(1)})
-    with pytest.raises(AdapterMismatchError) as e:
-        _neurons_from_tensors(tensors, cfg)
-    assert str(e.value) == f"unexpected tensor {key!r} in adapter"
+    assert _tensors_refusal(path, **{key: torch.zeros(1)}) == f"unexpected tensor {key!r} in adapter"
 
 
 def test_a_layer_out_of_range_is_named(saved_adapter):
     path, _ = saved_adapter
-    cfg = AdapterConfig.load(path)
-    n = cfg.n_layers
+    n = AdapterConfig.load(path).n_layers
     for layer in (n, -1):
         key = f"layers.{layer}.gate.indices"
-        tensors = dict(load_file(path / ADAPTER_WEIGHTS_NAME), **{key: torch.tensor([0])})
-        with pytest.raises(AdapterMismatchError) as e:
-            _neurons_from_tensors(tensors, cfg)
-        assert str(e.value) == f"adapter tensor {key!r}: layer out of range [0, {n})"
+        assert _tensors_refusal(path, **{key: torch.tensor([0])}) == (
+            f"adapter tensor {key!r}: layer out of range [0, {n})")
 
 
 def test_components_that_disagree_on_indices_are_named(saved_adapter):
